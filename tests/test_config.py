@@ -1,0 +1,63 @@
+"""Config presets, overrides and validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tfdense.config import PRESETS, ConfigError, RunConfig, apply_overrides, from_dict, resolve
+
+
+def test_every_preset_is_a_valid_config():
+    for name, config in PRESETS.items():
+        assert isinstance(config, RunConfig), name
+        assert from_dict(config.to_dict()) == config
+
+
+def test_set_overrides_coerce_to_field_types():
+    config = apply_overrides(PRESETS["smoke"], ["train.epochs=7", "model.block_layers=2,3", "data.flip=false", "train.learning_rate=0.05"])
+    assert config.train.epochs == 7
+    assert config.model.block_layers == (2, 3)
+    assert config.data.flip is False
+    assert config.train.learning_rate == 0.05
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", "unknown config key 'train.epoch'"),
+        ("optim.lr=3", "unknown config section 'optim'"),
+        ("train.epochs=three", "train.epochs must be an integer"),
+        ("train.epochs=-1", "train.epochs must be >= 1"),
+        ("model.growth_rate=0", "model.growth_rate must be >= 1"),
+        ("prune.target_sparsity=1.0", "prune.target_sparsity must be in [0, 1)"),
+        ("data.flip=maybe", "data.flip must be true or false"),
+        ("model.block_layers=4,0", "model.block_layers entries must be >= 1"),
+        ("trainepochs=3", "--set expects section.field=value"),
+    ],
+)
+def test_bad_override_is_rejected_naming_the_field(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        apply_overrides(PRESETS["smoke"], [override])
+
+
+def test_unknown_preset_is_rejected():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        resolve("huge")
+
+
+def test_config_file_applies_over_preset_and_set_over_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 4\n  batch_size: 32\nmodel:\n  growth_rate: 6\n")
+    config = resolve("smoke", str(path), ["train.epochs=5"])
+    assert (config.train.epochs, config.train.batch_size, config.model.growth_rate) == (5, 32, 6)
+    as_json = tmp_path / "c.json"
+    as_json.write_text(json.dumps({"train": {"epochs": "x"}}))
+    with pytest.raises(ConfigError, match="train.epochs must be an integer"):
+        resolve("smoke", str(as_json))
+
+
+def test_too_many_blocks_for_the_map_is_rejected():
+    with pytest.raises(ConfigError, match="too many blocks"):
+        apply_overrides(PRESETS["smoke"], ["model.stem_stride=2", "model.block_layers=1,1,1,1,1"])

@@ -1,0 +1,81 @@
+"""The DenseNet builder, its analytical counts, and QAT + full-int8 conversion."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from tfdense.config import DenseNetConfig
+from tfdense.model import build_densenet, layer_costs, model_costs
+
+TINY = DenseNetConfig(name="tiny", stem_filters=8, block_layers=(2, 1), growth_rate=4, bottleneck=8, compression=0.5)
+
+
+def test_model_maps_raw_pixels_to_class_probabilities():
+    model = build_densenet(TINY)
+    x = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype(np.float32)
+    probs = model.predict(x, verbose=0)
+    assert probs.shape == (3, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert model.get_layer("normalize").scale == pytest.approx(1 / 127.5)
+
+
+def test_layer_names_follow_their_block():
+    names = [layer.name for layer in build_densenet(TINY).layers]
+    for expected in ("stem_conv", "conv2_block1_1_conv", "conv2_block2_2_conv", "pool2_conv", "pool2_pool", "conv3_block1_concat", "predictions"):
+        assert expected in names
+
+
+def test_counts_match_a_hand_calculation():
+    # stem 3x3x3->8 at 32x32; pool -> 16x16. Block 1 (16x16): layer 1 in=8: 1x1 8->8, 3x3 8->4;
+    # layer 2 in=12: 1x1 12->8, 3x3 8->4; out 16. Transition 1x1 16->8, pool -> 8x8.
+    # Block 2 (8x8): in=8: 1x1 8->8, 3x3 8->4; out 12. Dense 12->10.
+    convs = [(27 * 8, 32 * 32), (8 * 8, 256), (72 * 4, 256), (12 * 8, 256), (72 * 4, 256), (16 * 8, 256), (8 * 8, 64), (72 * 4, 64)]
+    weights = sum(w for w, _ in convs) + 120
+    macs = sum(w * p for w, p in convs) + 120
+    bn_channels = 8 + 8 + 4 + 8 + 4 + 8 + 8 + 4
+    costs = model_costs(build_densenet(TINY))
+    assert costs["weights"] == weights == 1552
+    assert costs["macs"] == macs
+    assert costs["params"] == weights + 4 * bn_channels + 10  # BN: gamma, beta, mean, var; dense bias
+    assert costs["params"] == build_densenet(TINY).count_params()
+
+
+def test_grouped_and_strided_variants_count_fewer_weights():
+    base = model_costs(build_densenet(TINY))
+    grouped = model_costs(build_densenet(dataclasses.replace(TINY, groups=2)))
+    strided = build_densenet(dataclasses.replace(TINY, transition_pool="conv"))
+    assert grouped["weights"] < base["weights"]
+    assert not any(isinstance(layer, keras.layers.MaxPooling2D) and layer.name.startswith("pool") for layer in strided.layers)
+    assert model_costs(strided)["macs"] < base["macs"]
+    by_name = {c.name: c for c in layer_costs(build_densenet(dataclasses.replace(TINY, groups=2)))}
+    assert by_name["conv2_block1_2_conv"].weights == 3 * 3 * 4 * 4  # 8 in / 2 groups, 4 out
+
+
+def test_qat_model_converts_to_full_int8_tflite():
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tfdense.export import representative_images, to_tflite
+    from tfdense.qat import quantize
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 32, 32, 3)).astype(np.float32)
+    x[0] = 0.0
+    x[1] = 255.0
+    y = tf.one_hot(rng.integers(0, 10, 64), 10)
+    qat = quantize(build_densenet(TINY))
+    qat.compile("sgd", "categorical_crossentropy")
+    qat.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    content = to_tflite(qat, int8=True, representative=representative_images(x, count=8))
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    assert inp["quantization"] == (1.0, -128)  # q = pixel - 128
+    interpreter.set_tensor(inp["index"], (x[:1] - 128).astype(np.int8))
+    interpreter.invoke()
+    assert interpreter.get_tensor(out["index"]).shape == (1, 10)

@@ -1,0 +1,115 @@
+"""`python -m tfdense.train`: smoke training on real data, resume after SIGKILL, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, run_cli
+from tfdense.config import PRESETS
+from tfdense.train import WarmupDecay, read_history
+
+
+@pytest.mark.slow
+def test_smoke_preset_trains_on_real_data_and_writes_metrics(tmp_path, cifar10):
+    out = tmp_path / "run"
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("val_accuracy", "test_accuracy", "params", "macs", "seconds_per_epoch", "train_img_per_s", "config"):
+        assert key in metrics, key
+    assert metrics["test_accuracy"] > 0.15  # 10 % is chance; 2 epochs of the tiny model get ~20 %
+    assert metrics["stages"]["train"]["epochs"] == PRESETS["smoke"].train.epochs
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["preset"] == "smoke" and saved["config"]["model"]["growth_rate"] == 4
+    assert (out / "train" / "best.weights.h5").exists() and (out / "train" / "model.h5").exists()
+    assert any((out / "logs" / "train").rglob("events.out.tfevents.*"))
+
+    again = run_cli("tfdense.train", "--preset", "smoke", "--out", str(out))
+    assert again.returncode == 0
+    assert "stage train: complete, skipped" in again.stderr
+
+
+@pytest.mark.slow
+def test_run_killed_mid_training_resumes_from_last_epoch(tmp_path, cifar10):
+    out = tmp_path / "run"
+    epochs = 4
+    command = [sys.executable, "-m", "tfdense.train", "--preset", "smoke", "--out", str(out), "--set", f"train.epochs={epochs}"]
+    history = out / "train" / "history.csv"
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(read_history(history)) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(read_history(history))
+    assert 2 <= done_before < epochs, "the kill must land mid-run"
+
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming run" in result.stderr
+    rows = read_history(history)
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    # The learning rate follows the schedule across the kill: the optimizer's step counter
+    # (and with it the schedule position) was restored, not restarted.
+    steps = PRESETS["smoke"].data.train_subset // PRESETS["smoke"].train.batch_size
+    train = PRESETS["smoke"].train
+    schedule = WarmupDecay(train.learning_rate, round(train.warmup_epochs * steps), epochs * steps)
+    for row in rows:
+        assert row["lr"] == pytest.approx(float(schedule(row["epoch"] * steps - 1)), rel=1e-4, abs=1e-7)
+    # Training went on from the restored weights: the resumed epochs do not start over.
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert not (out / "train" / "backup").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--set", "train.epochz=3"], "unknown config key 'train.epochz'"),
+        (["--set", "train.epochs=3.5"], "train.epochs must be an integer"),
+        (["--set", "train.epochs=-2"], "train.epochs must be >= 1"),
+        (["--set", "model.growth_rate=0"], "model.growth_rate must be >= 1"),
+        (["--set", "prune.target_sparsity=1"], "prune.target_sparsity must be in [0, 1)"),
+        (["--stages", "train,distill"], "unknown stage(s) distill"),
+    ],
+)
+def test_bad_command_line_fails_fast_with_one_line(tmp_path, args, message):
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(tmp_path / "run"), *args, timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_unwritable_out_is_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(blocker / "run"), timeout=120)
+    assert result.returncode == 2
+    assert "cannot be created" in result.stderr
+
+
+def test_existing_run_with_other_config_is_not_overwritten(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    saved = {"preset": "smoke", "config": {"model": {"growth_rate": 99}}}
+    (out / "config.json").write_text(json.dumps(saved))
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(out), timeout=120)
+    assert result.returncode == 2
+    assert "holds a run with a different config" in result.stderr
+    assert json.loads((out / "config.json").read_text()) == saved
+
+
+def test_non_run_directory_is_not_overwritten(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(tmp_path), timeout=120)
+    assert result.returncode == 2
+    assert "not empty and holds no tfdense run" in result.stderr

@@ -1,0 +1,327 @@
+"""Typed run configuration: one frozen dataclass per pipeline stage, named presets, overrides.
+
+A run is `RunConfig(model, data, train, prune, qat, export)`. Presets name whole configs;
+a JSON/YAML file and `--set section.field=value` overrides are applied on top with
+`dataclasses.replace`, so a misspelt key is an error rather than a silently dead setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot be used; the message names the field."""
+
+
+def _require(ok: bool, name: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{name} {rule}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DenseNetConfig:
+    """Architecture of the DenseNet (see `tfdense.model.build_densenet`)."""
+
+    section: ClassVar[str] = "model"
+    name: str = "densenet"
+    stem_filters: int = 24
+    stem_kernel: int = 3
+    stem_stride: int = 1
+    stem_pool: bool = True  # 2x2 max pool after the stem: 4x fewer MACs in the first block
+    block_layers: tuple[int, ...] = (4, 6, 8)
+    growth_rate: int = 16
+    bottleneck: int = 32  # width of the 1x1 conv before each 3x3; 0 = no bottleneck
+    compression: float = 0.5  # transition output channels = compression * input channels
+    transition_pool: str = "max"  # "max": 1x1 conv + 2x2 max pool; "conv": the 1x1 conv strided 2
+    groups: int = 1  # groups of the 3x3 convs (falls back to 1 where widths don't divide)
+    dropout: float = 0.0  # before the classifier
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        s = self.section
+        for f in ("stem_filters", "stem_kernel", "stem_stride", "growth_rate", "groups", "num_classes"):
+            _require(getattr(self, f) >= 1, f"{s}.{f}", "must be >= 1", getattr(self, f))
+        _require(self.stem_stride <= 2, f"{s}.stem_stride", "must be 1 or 2", self.stem_stride)
+        _require(self.bottleneck >= 0, f"{s}.bottleneck", "must be >= 0 (0 = none)", self.bottleneck)
+        _require(len(self.block_layers) >= 1, f"{s}.block_layers", "needs at least one block", self.block_layers)
+        _require(all(n >= 1 for n in self.block_layers), f"{s}.block_layers", "entries must be >= 1", self.block_layers)
+        # Every transition halves the map; the stem may already have quartered it.
+        side = 32 // self.stem_stride // (2 if self.stem_pool else 1)
+        _require(
+            side >> (len(self.block_layers) - 1) >= 1,
+            f"{s}.block_layers",
+            f"has too many blocks for a {side}x{side} map after the stem",
+            self.block_layers,
+        )
+        _require(0 < self.compression <= 1, f"{s}.compression", "must be in (0, 1]", self.compression)
+        _require(self.transition_pool in ("max", "conv"), f"{s}.transition_pool", "must be 'max' or 'conv'", self.transition_pool)
+        _require(0 <= self.dropout < 1, f"{s}.dropout", "must be in [0, 1)", self.dropout)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where CIFAR-10 comes from, the validation split and the augmentation."""
+
+    section: ClassVar[str] = "data"
+    data_dir: str | None = None  # a cifar-10-batches-py folder or cifar-10-python.tar.gz
+    val_size: int = 5000  # stratified, taken from the training set
+    split_seed: int = 0
+    train_subset: int = 0  # train on only this many images (stratified); 0 = all
+    crop_padding: int = 4  # random translate by up to this many pixels (zero padding)
+    flip: bool = True
+    cutout: int = 0  # side of the square erased per image; 0 = off
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixing; 0 = off
+
+    def __post_init__(self) -> None:
+        s = self.section
+        _require(0 < self.val_size < 50000 and self.val_size % 10 == 0, f"{s}.val_size", "must be a multiple of 10 in (0, 50000)", self.val_size)
+        _require(self.train_subset >= 0, f"{s}.train_subset", "must be >= 0 (0 = all)", self.train_subset)
+        _require(self.train_subset <= 50000 - self.val_size, f"{s}.train_subset", f"must be <= {50000 - self.val_size}", self.train_subset)
+        _require(0 <= self.crop_padding <= 16, f"{s}.crop_padding", "must be in [0, 16]", self.crop_padding)
+        _require(0 <= self.cutout <= 32, f"{s}.cutout", "must be in [0, 32]", self.cutout)
+        _require(self.mixup_alpha >= 0, f"{s}.mixup_alpha", "must be >= 0", self.mixup_alpha)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The float training recipe: SGD + Nesterov, warm-up then cosine or one-cycle decay."""
+
+    section: ClassVar[str] = "train"
+    epochs: int = 150
+    batch_size: int = 128
+    learning_rate: float = 0.1  # peak, for batch_size images per step
+    momentum: float = 0.9
+    nesterov: bool = True
+    # Decoupled (lr * wd per step, as tf_keras' SGD applies it); 5e-3 shrinks like the
+    # classic 5e-4 L2 penalty does through momentum 0.9. BN and biases are exempt.
+    weight_decay: float = 5e-3
+    warmup_epochs: float = 2.0
+    schedule: str = "cosine"  # "cosine": linear warm-up, cosine to 0; "onecycle": triangle up/down
+    label_smoothing: float = 0.1
+    seed: int = 0
+    # XLA-compile the train step: measured 2x slower than oneDNN on this CPU (README, Speed).
+    jit_compile: bool = False
+    verbose: int = 1  # Keras progress: 1 = bar with ETA, 2 = one line per epoch
+
+    def __post_init__(self) -> None:
+        s = self.section
+        _require(self.epochs >= 1, f"{s}.epochs", "must be >= 1", self.epochs)
+        _require(self.batch_size >= 1, f"{s}.batch_size", "must be >= 1", self.batch_size)
+        _require(self.learning_rate > 0, f"{s}.learning_rate", "must be > 0", self.learning_rate)
+        _require(0 <= self.momentum < 1, f"{s}.momentum", "must be in [0, 1)", self.momentum)
+        _require(self.weight_decay >= 0, f"{s}.weight_decay", "must be >= 0", self.weight_decay)
+        _require(0 <= self.warmup_epochs < self.epochs, f"{s}.warmup_epochs", "must be in [0, epochs)", self.warmup_epochs)
+        _require(self.schedule in ("cosine", "onecycle"), f"{s}.schedule", "must be 'cosine' or 'onecycle'", self.schedule)
+        _require(0 <= self.label_smoothing < 1, f"{s}.label_smoothing", "must be in [0, 1)", self.label_smoothing)
+        _require(self.verbose in (0, 1, 2), f"{s}.verbose", "must be 0, 1 or 2", self.verbose)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Magnitude pruning with TF-MOT (the `prune` stage)."""
+
+    section: ClassVar[str] = "prune"
+    target_sparsity: float = 0.5
+    initial_sparsity: float = 0.0
+    schedule: str = "polynomial"  # "polynomial" (PolynomialDecay) or "constant" (ConstantSparsity)
+    epochs: int = 10  # fine-tuning epochs; sparsity ramps over the first `ramp_fraction` of them
+    ramp_fraction: float = 0.7
+    frequency: int = 50  # steps between mask updates (TF-MOT's default of 100 never fires in short runs)
+    m_by_n: str = ""  # "2:4" for structured M:N sparsity; "" = unstructured
+    keep_dense: tuple[str, ...] = ("stem", "predictions")  # layer-name prefixes left unpruned
+    learning_rate: float = 0.01
+
+    def __post_init__(self) -> None:
+        s = self.section
+        _require(0 <= self.target_sparsity < 1, f"{s}.target_sparsity", "must be in [0, 1)", self.target_sparsity)
+        _require(0 <= self.initial_sparsity <= self.target_sparsity, f"{s}.initial_sparsity", "must be in [0, target_sparsity]", self.initial_sparsity)
+        _require(self.schedule in ("polynomial", "constant"), f"{s}.schedule", "must be 'polynomial' or 'constant'", self.schedule)
+        _require(self.epochs >= 1, f"{s}.epochs", "must be >= 1", self.epochs)
+        _require(0 < self.ramp_fraction <= 1, f"{s}.ramp_fraction", "must be in (0, 1]", self.ramp_fraction)
+        _require(self.frequency >= 1, f"{s}.frequency", "must be >= 1", self.frequency)
+        _require(self.m_by_n in ("", "2:4"), f"{s}.m_by_n", "must be '' or '2:4'", self.m_by_n)
+        _require(self.learning_rate > 0, f"{s}.learning_rate", "must be > 0", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class QatConfig:
+    """Quantization-aware fine-tuning (the `qat` stage)."""
+
+    section: ClassVar[str] = "qat"
+    epochs: int = 5
+    learning_rate: float = 0.005
+
+    def __post_init__(self) -> None:
+        s = self.section
+        _require(self.epochs >= 1, f"{s}.epochs", "must be >= 1", self.epochs)
+        _require(self.learning_rate > 0, f"{s}.learning_rate", "must be > 0", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run of `python -m tfdense.train` needs."""
+
+    model: DenseNetConfig = field(default_factory=DenseNetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    qat: QatConfig = field(default_factory=QatConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(RunConfig))
+
+PRESETS: dict[str, RunConfig] = {
+    # A tiny model on 2,000 images: for tests and first contact, 1-3 minutes on 2 cores.
+    "smoke": RunConfig(
+        model=DenseNetConfig(name="densenet_smoke", stem_filters=8, block_layers=(1, 1), growth_rate=4, bottleneck=8),
+        data=DataConfig(train_subset=2000),
+        train=TrainConfig(epochs=2, batch_size=64, warmup_epochs=0.5, verbose=2),
+        prune=PruneConfig(epochs=1, frequency=5, target_sparsity=0.5),
+        qat=QatConfig(epochs=1),
+    ),
+    # Real data in <= 15 minutes on 2 cores; accuracy stated in the README.
+    "quick": RunConfig(
+        model=DenseNetConfig(name="densenet_quick", stem_filters=16, block_layers=(3, 4, 6), growth_rate=12, bottleneck=24),
+        train=TrainConfig(epochs=15, batch_size=128, warmup_epochs=1),
+        prune=PruneConfig(epochs=2, target_sparsity=0.5),
+        qat=QatConfig(epochs=1),
+    ),
+    # The real recipe: hours on 2 cores, resumable.
+    "full": RunConfig(
+        model=DenseNetConfig(name="densenet_full"),
+        data=DataConfig(cutout=8),
+        train=TrainConfig(epochs=150, warmup_epochs=3),
+        prune=PruneConfig(epochs=15, target_sparsity=0.5),
+        qat=QatConfig(epochs=5),
+    ),
+}
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Converts a JSON/YAML value or a command-line string to the field's declared type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, name)
+    if origin is tuple:
+        inner = args[0]
+        if isinstance(value, str):
+            text = value.strip().strip("[]()")
+            value = [v.strip().strip("'\"") for v in text.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        return tuple(_coerce(v, inner, name) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    raise ConfigError(f"{name} has unsupported type {hint}")
+
+
+def _replace_section(section: Any, updates: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(type(section))
+    names = {f.name for f in dataclasses.fields(section)}
+    coerced = {}
+    for key, value in updates.items():
+        full = f"{section.section}.{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key {full!r}; known: {', '.join(sorted(names))}")
+        coerced[key] = _coerce(value, hints[key], full)
+    return dataclasses.replace(section, **coerced)
+
+
+def apply_dict(config: RunConfig, updates: dict[str, Any]) -> RunConfig:
+    """Applies nested `{section: {field: value}}` updates, refusing unknown keys."""
+    if not isinstance(updates, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(updates).__name__}")
+    replaced = {}
+    for section, values in updates.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section {section!r}; known: {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section {section!r} must be a mapping, got {values!r}")
+        replaced[section] = _replace_section(getattr(config, section), values)
+    return dataclasses.replace(config, **replaced)
+
+
+def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """Applies `section.field=value` strings, as given to `--set`."""
+    updates: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--set expects section.field=value, got {item!r}")
+        updates.setdefault(section, {})[name] = value
+    return apply_dict(config, updates)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Reads a JSON or YAML config file into nested dicts (validated by `apply_dict`)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # yaml and json raise unrelated error types
+        raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {e}") from e
+    return data or {}
+
+
+def resolve(preset: str, config_file: str | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Preset, then the config file, then `--set` overrides; raises ConfigError on any bad value."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    config = PRESETS[preset]
+    if config_file:
+        config = apply_dict(config, load_config_file(config_file))
+    return apply_overrides(config, list(overrides))
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuilds a RunConfig saved with `to_dict` (e.g. a run directory's config.json)."""
+    return apply_dict(RunConfig(), data)
