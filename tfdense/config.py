@@ -165,6 +165,34 @@ class QatConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """TFLite files written by the `export` stage (the full-int8 and float32 ones always)."""
+
+    section: ClassVar[str] = "export"
+    calibration_images: int = 500  # training images for the converter's representative dataset
+    ptq: bool = False  # also post-training-quantize the float model, to measure what QAT gains
+    dynamic_range: bool = False  # also an int8-weights / float-activations variant
+    float16: bool = False  # also a float16-weights variant
+    sparse_encoding: bool = True  # try TFLite's sparse weight format when pruned; kept only if it pays
+
+    def __post_init__(self) -> None:
+        _require(self.calibration_images >= 1, f"{self.section}.calibration_images", "must be >= 1", self.calibration_images)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The `evaluate` stage: LiteRT on the 10,000 test images."""
+
+    section: ClassVar[str] = "evaluate"
+    latency_images: int = 300  # single-image invocations timed for the median latency
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.latency_images >= 1, f"{self.section}.latency_images", "must be >= 1", self.latency_images)
+        _require(self.threads >= 1, f"{self.section}.threads", "must be >= 1", self.threads)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one run of `python -m tfdense.train` needs."""
 
@@ -173,6 +201,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     qat: QatConfig = field(default_factory=QatConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -188,6 +218,8 @@ PRESETS: dict[str, RunConfig] = {
         train=TrainConfig(epochs=2, batch_size=64, warmup_epochs=0.5, verbose=2),
         prune=PruneConfig(epochs=1, frequency=5, target_sparsity=0.5),
         qat=QatConfig(epochs=1),
+        export=ExportConfig(calibration_images=100, ptq=True),
+        evaluate=EvaluateConfig(latency_images=50),
     ),
     # Real data in <= 15 minutes on 2 cores; accuracy stated in the README.
     "quick": RunConfig(

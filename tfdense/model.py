@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
 import tf_keras as keras
 from tf_keras import layers
@@ -105,6 +107,27 @@ def _unwrap(layer):
     while hasattr(layer, "layer") and isinstance(layer.layer, layers.Layer):
         layer = layer.layer
     return layer
+
+
+def kernels(model: keras.Model) -> dict[str, np.ndarray]:
+    """The conv/dense kernel values of every layer, by layer name (wrappers looked through).
+
+    Read from the layer's variables: inside a QAT wrapper, `layer.kernel` is the fake-quantized
+    tensor, not the stored weights.
+    """
+    result = {}
+    for wrapper in model.layers:
+        layer = _unwrap(wrapper)
+        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
+            (kernel,) = [w for w in wrapper.weights if w.name.split("/")[-1] in ("kernel:0", "depthwise_kernel:0")]
+            result[wrapper.name] = kernel.numpy()
+    return result
+
+
+def weight_zero_fraction(model: keras.Model) -> float:
+    """Zero fraction over all conv/dense kernels."""
+    values = list(kernels(model).values())
+    return sum(int((v == 0).sum()) for v in values) / max(sum(v.size for v in values), 1)
 
 
 def layer_costs(model: keras.Model) -> list[LayerCost]:

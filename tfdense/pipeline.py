@@ -21,7 +21,7 @@ from tfdense.config import PRESETS, ConfigError, RunConfig, resolve
 from tfdense.runio import git_revision, read_json, write_json_atomic
 
 # The order is the method; later stages read the model the previous stage wrote.
-STAGES = ("train",)
+STAGES = ("train", "prune", "qat", "export", "evaluate")
 
 
 class UsageError(ValueError):
@@ -74,9 +74,33 @@ def _check_writable(out: Path) -> None:
 
 
 def _stage_functions() -> dict[str, Callable]:
+    from tfdense.evaluate import evaluate_stage
+    from tfdense.export import export_stage
+    from tfdense.prune import prune_stage
+    from tfdense.qat import qat_stage
     from tfdense.train import train_stage
 
-    return {"train": train_stage}
+    return {"train": train_stage, "prune": prune_stage, "qat": qat_stage, "export": export_stage, "evaluate": evaluate_stage}
+
+
+def load_stage_input(out: Path, stage: str):
+    """The model a stage starts from when the previous stage ran in an earlier process."""
+    import tf_keras as keras
+
+    from tfdense.qat import load_qat_model
+
+    if stage == "train":
+        return None
+    if stage in ("export", "evaluate"):
+        path = out / "qat" / "model.h5"
+        if not path.exists():
+            raise UsageError(f"stage {stage} needs {path}: run the qat stage first")
+        return load_qat_model(path)
+    candidates = [out / "prune" / "model.h5"] if stage == "qat" else []
+    for path in candidates + [out / "train" / "model.h5"]:
+        if path.exists():
+            return keras.models.load_model(str(path), compile=False)
+    raise UsageError(f"stage {stage} needs {out / 'train' / 'model.h5'}: run the train stage first")
 
 
 def run(config: RunConfig, out: Path, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
@@ -98,10 +122,12 @@ def run(config: RunConfig, out: Path, stages: tuple[str, ...] = STAGES) -> dict[
         if name not in stages:
             continue
         print(f"[tfdense] stage {name} -> {workdir}", file=sys.stderr, flush=True)
+        if model is None:
+            model = load_stage_input(out, name)
         model, stage_metrics[name] = functions[name](model, data, config, workdir)
     summary = {"stages": stage_metrics, "config": config.to_dict()}
-    if stage_metrics:
-        summary.update(list(stage_metrics.values())[-1])
+    if stage_metrics:  # the final figures are the last completed stage's
+        summary.update({k: v for k, v in list(stage_metrics.values())[-1].items() if k != "models"})
     write_json_atomic(out / "metrics.json", summary)
     return summary
 
@@ -139,10 +165,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = run(config, out, stages)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    keys = ("val_accuracy", "test_accuracy", "params", "macs", "seconds_per_epoch")
+    keys = ("test_accuracy", "tflite_bytes", "params", "nonzero_params", "macs", "imt_score", "latency_ms")
     print(" ".join(f"{k}={summary[k]:.4g}" if isinstance(summary.get(k), float) else f"{k}={summary.get(k)}" for k in keys if k in summary))
     print(f"[tfdense] metrics: {out / 'metrics.json'}", file=sys.stderr)
     return 0

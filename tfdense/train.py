@@ -149,10 +149,15 @@ def distribution_strategy() -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
+def evaluate_predictions(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """Top-1 class of a Keras model for each uint8 image (no augmentation)."""
+    probs = model.predict(data_lib.eval_dataset(x, np.zeros(len(x), np.uint8)).map(lambda a, b: a), verbose=0)
+    return np.argmax(probs, axis=1)
+
+
 def evaluate_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy of a Keras model on uint8 images (no augmentation)."""
-    probs = model.predict(data_lib.eval_dataset(x, y).map(lambda a, b: a), verbose=0)
-    return float(np.mean(np.argmax(probs, axis=1) == y))
+    return float(np.mean(evaluate_predictions(model, x) == y))
 
 
 def train_stage(model: keras.Model | None, data: data_lib.Cifar, config: RunConfig, workdir: Path) -> tuple[keras.Model, dict[str, Any]]:

@@ -1,0 +1,97 @@
+"""The whole pipeline on the smoke preset: prune -> PQAT -> full-int8 export -> LiteRT evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from tfdense.report import pruning_curves
+from tfdense.scores import tflite_graph_stats
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, cifar10):
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(out), timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+def test_every_stage_writes_metrics_and_the_final_keys(smoke_run):
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert list(metrics["stages"]) == ["train", "prune", "qat", "export", "evaluate"]
+    for key in ("test_accuracy", "tflite_bytes", "gzip_bytes", "params", "nonzero_params", "macs", "imt_score", "latency_ms"):
+        assert key in metrics, key
+    assert metrics["tflite_bytes"] == (smoke_run / "model_int8.tflite").stat().st_size
+    assert 0 < metrics["gzip_bytes"] < metrics["tflite_bytes"]
+    for name in ("model_int8.tflite", "model_float.tflite", "model_unpruned_float.tflite", "model_ptq_int8.tflite", "labels.txt", "model_int8.cc", "model_int8.h"):
+        assert (smoke_run / name).exists(), name
+    assert (smoke_run / "labels.txt").read_text().split() [:2] == ["airplane", "automobile"]
+
+
+def test_export_is_full_int8_taking_raw_pixels(smoke_run):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(smoke_run / "model_int8.tflite"))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    assert inp["quantization"] == (1.0, -128)
+    # Every conv/dense kernel is stored as int8.
+    assert tflite_graph_stats(smoke_run / "model_int8.tflite").weight_bits == 8
+
+
+def test_prune_reaches_target_sparsity_per_layer(smoke_run):
+    prune = json.loads((smoke_run / "prune" / "metrics.json").read_text())
+    assert prune["sparsity_within_tolerance"], prune["sparsity_misses"]
+    per_layer = prune["per_layer_sparsity"]
+    assert per_layer["stem_conv"] == 0.0 and per_layer["predictions"] == 0.0  # kept dense
+    assert all(abs(v - 0.5) <= 0.015 for k, v in per_layer.items() if k not in ("stem_conv", "predictions"))
+
+
+def test_sparsity_survives_pqat_into_the_int8_file(smoke_run):
+    prune = json.loads((smoke_run / "prune" / "metrics.json").read_text())
+    qat = json.loads((smoke_run / "qat" / "metrics.json").read_text())
+    assert qat["scheme"] == "Default8BitPrunePreserveQuantizeScheme"
+    assert qat["sparsity"] == pytest.approx(prune["sparsity"], abs=1e-3)
+    stats = tflite_graph_stats(smoke_run / "model_int8.tflite")
+    # int8 rounding may zero a few more tiny weights, never revive pruned ones.
+    assert prune["nonzero_weights"] - 5 <= stats.nonzero_weights <= prune["nonzero_weights"]
+
+
+def test_tensorboard_events_hold_the_pruning_curves(smoke_run):
+    curves = pruning_curves(smoke_run)
+    assert "conv2_block1_2_conv" in curves and "stem_conv" not in curves
+    points = curves["conv2_block1_2_conv"]
+    assert len(points) >= 4, points
+    assert points[0][1] == pytest.approx(0.0, abs=0.01) and points[-1][1] == pytest.approx(0.5, abs=0.01)
+    assert all(b[1] >= a[1] for a, b in zip(points, points[1:]))  # the ramp only rises
+
+
+def test_int8_tflite_agrees_with_the_qat_keras_model(smoke_run):
+    evaluate = json.loads((smoke_run / "evaluate" / "metrics.json").read_text())
+    # The smoke model is barely trained (near-tied scores flip under rounding); the quick
+    # preset's figure is in the README.
+    assert evaluate["agreement_with_qat_keras"] >= 0.9
+
+
+def test_completed_stages_are_skipped_on_rerun(smoke_run):
+    before = (smoke_run / "model_int8.tflite").stat().st_mtime_ns
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(smoke_run), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("complete, skipped") == 5
+    assert (smoke_run / "model_int8.tflite").stat().st_mtime_ns == before
+
+
+def test_report_writes_table_and_plots(smoke_run, tmp_path):
+    result = run_cli("tfdense.report", str(smoke_run), "--out", str(tmp_path / "report"), "--latency-images", "20", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| QAT int8 (deployed) |" in text and "| prune (float32) |" in text
+    for png in ("accuracy_vs_bytes.png", "accuracy_vs_macs.png", "pruning_curves.png"):
+        assert (tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG"

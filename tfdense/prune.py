@@ -1,0 +1,171 @@
+"""The pruning stage: TF-MOT magnitude pruning with a sparsity schedule, fine-tuning, strip.
+
+`prune_stage(model, data, config, workdir) -> (model, metrics)` wraps every convolution and
+dense kernel (except the layers named in `prune.keep_dense`) in `prune_low_magnitude`, fine-tunes
+while the sparsity ramps up, logs per-layer sparsity curves for TensorBoard, strips the wrappers
+and checks each layer's achieved sparsity against the target.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+from tf_keras import layers
+
+from tfdense import data as data_lib
+from tfdense.config import PruneConfig, RunConfig
+from tfdense.model import kernels, model_costs
+from tfdense.runio import write_json_atomic
+
+_sparsity = tfmot.sparsity.keras
+
+# Achieved sparsity may miss the target by rounding (k = round(n * s) zeros per tensor).
+SPARSITY_TOLERANCE = 0.01
+
+
+class PruningCurves(_sparsity.PruningSummaries):
+    """`PruningSummaries` that also logs every `every_steps` steps, not only at epoch starts.
+
+    TF-MOT logs per-layer `<layer>/sparsity` and `/threshold` scalars; a short fine-tune has
+    few epochs, and a curve needs more points than that.
+    """
+
+    def __init__(self, log_dir: str, every_steps: int):
+        super().__init__(log_dir=log_dir)
+        self.every_steps = max(1, every_steps)
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        super().on_epoch_begin(epoch, logs)
+
+    def _implements_train_batch_hooks(self):
+        return True  # TensorBoard skips batch hooks when update_freq="epoch"; these curves need them
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
+        if (batch + 1) % self.every_steps == 0:
+            super().on_epoch_begin(self._epoch)  # with logs=None it logs only the pruning scalars
+
+    def on_train_end(self, logs=None):
+        super().on_epoch_begin(self._epoch)
+        super().on_train_end(logs)
+
+
+def is_pruned_layer(layer: layers.Layer, config: PruneConfig) -> bool:
+    """Convolutions and dense layers, unless their name starts with a `keep_dense` prefix."""
+    kinds = (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)
+    return isinstance(layer, kinds) and not any(layer.name.startswith(p) for p in config.keep_dense)
+
+
+def pruning_schedule(config: PruneConfig, steps_per_epoch: int) -> _sparsity.PruningSchedule:
+    """The schedule, with its end step on a multiple of `frequency` so the target is reached.
+
+    TF-MOT only updates masks every `frequency` steps; an end step between two updates would
+    stop short of the final sparsity.
+    """
+    total = config.epochs * steps_per_epoch
+    end = max(config.frequency, int(config.ramp_fraction * total) // config.frequency * config.frequency)
+    if config.schedule == "constant":
+        return _sparsity.ConstantSparsity(config.target_sparsity, begin_step=0, frequency=config.frequency)
+    return _sparsity.PolynomialDecay(
+        initial_sparsity=config.initial_sparsity,
+        final_sparsity=config.target_sparsity,
+        begin_step=0,
+        end_step=min(end, total),
+        frequency=config.frequency,
+    )
+
+
+def apply_pruning(model: keras.Model, config: PruneConfig, steps_per_epoch: int) -> keras.Model:
+    """Wraps the pruned layers of `model` for pruning (weights shared with `model`)."""
+    schedule = pruning_schedule(config, steps_per_epoch)
+    m_by_n = tuple(int(v) for v in config.m_by_n.split(":")) if config.m_by_n else None
+
+    def wrap(layer):
+        if not is_pruned_layer(layer, config):
+            return layer
+        if m_by_n:
+            return _sparsity.prune_low_magnitude(layer, sparsity_m_by_n=m_by_n)
+        return _sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
+
+    return keras.models.clone_model(model, clone_function=wrap)
+
+
+def kernel_sparsity(model: keras.Model, config: PruneConfig) -> dict[str, dict[str, Any]]:
+    """Zero fraction of each kernel, and whether the layer was pruned."""
+    return {
+        name: {
+            "size": int(values.size),
+            "zeros": int(np.sum(values == 0)),
+            "sparsity": float(np.mean(values == 0)),
+            "pruned": is_pruned_layer(model.get_layer(name), config),
+        }
+        for name, values in kernels(model).items()
+    }
+
+
+def check_sparsity(per_layer: dict[str, dict[str, Any]], target: float) -> list[str]:
+    """Names of pruned layers whose sparsity misses `target` by more than the tolerance."""
+    misses = []
+    for name, entry in per_layer.items():
+        # One weight more or less is the finest step a small kernel can take.
+        tolerance = max(SPARSITY_TOLERANCE, 1.0 / entry["size"])
+        if entry["pruned"] and abs(entry["sparsity"] - target) > tolerance:
+            misses.append(f"{name} ({entry['sparsity']:.3f})")
+    return misses
+
+
+def prune_stage(model: keras.Model, data: data_lib.Cifar, config: RunConfig, workdir: Path) -> tuple[keras.Model, dict[str, Any]]:
+    """Prunes and fine-tunes the trained float model; returns the stripped model and metrics."""
+    from tfdense.train import EpochLog, compile_for_training, evaluate_accuracy, make_optimizer
+
+    prune, train = config.prune, config.train
+    workdir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(train.seed + 1)
+    steps_per_epoch = len(data.x_train) // train.batch_size
+    pruned = apply_pruning(model, prune, steps_per_epoch)
+    optimizer = make_optimizer(train, steps_per_epoch, learning_rate=prune.learning_rate, epochs=prune.epochs, warmup_epochs=0)
+    compile_for_training(pruned, optimizer, train)
+    logs = workdir.parent / "logs" / workdir.name
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False),
+        _sparsity.UpdatePruningStep(),
+        PruningCurves(str(logs), every_steps=max(prune.frequency, steps_per_epoch // 10)),
+        EpochLog(workdir / "history.csv", steps_per_epoch * train.batch_size),
+    ]
+    pruned.fit(
+        data_lib.train_dataset(data.x_train, data.y_train, train.batch_size, config.data, seed=train.seed + 1),
+        validation_data=data_lib.eval_dataset(data.x_val, data.y_val),
+        epochs=prune.epochs,
+        callbacks=callbacks,
+        verbose=train.verbose,
+    )
+    stripped = _sparsity.strip_pruning(pruned)
+    stripped.save(str(workdir / "model.h5"), include_optimizer=False)
+    per_layer = kernel_sparsity(stripped, prune)
+    target = 0.5 if prune.m_by_n else prune.target_sparsity
+    misses = check_sparsity(per_layer, target)
+    costs = model_costs(stripped)
+    zeros = sum(e["zeros"] for e in per_layer.values())
+    metrics = {
+        "val_accuracy": evaluate_accuracy(stripped, data.x_val, data.y_val),
+        "test_accuracy": evaluate_accuracy(stripped, data.x_test, data.y_test),
+        **costs,
+        "nonzero_weights": costs["weights"] - zeros,
+        "sparsity": zeros / costs["weights"],
+        "target_sparsity": target,
+        "sparsity_within_tolerance": not misses,
+        "sparsity_misses": misses,
+        "per_layer_sparsity": {k: round(v["sparsity"], 4) for k, v in per_layer.items()},
+    }
+    write_json_atomic(workdir / "metrics.json", metrics)
+    shutil.rmtree(workdir / "backup", ignore_errors=True)
+    return stripped, metrics

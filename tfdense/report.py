@@ -1,0 +1,193 @@
+"""A Markdown table and PNG plots of runs, next to the MLPerf Tiny peers, measured in one process.
+
+    python -m tfdense.report runs/quick [runs/other ...] --peers ../shared/peers/mlperf-tiny/*.tflite --out report/
+
+Every .tflite of every run (and every peer) is evaluated again here by the same LiteRT
+evaluator on the 10,000 test images, so accuracies and latencies are comparable. Writes
+`report.md` (the stage table of each run and the side-by-side model table), `accuracy_vs_bytes.png`,
+`accuracy_vs_macs.png` and, for pruned runs, `pruning_curves.png` (per-layer sparsity read
+back from the run's TensorBoard events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
+from tfdense.runio import write_json_atomic
+
+def pruning_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Per-layer `(step, sparsity)` points from the prune stage's TensorBoard events."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted((run_dir / "logs" / "prune").rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"tensors": 0, "scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags().get("tensors", []) + acc.Tags().get("scalars", []):
+            if not tag.endswith("/sparsity"):
+                continue
+            layer = tag.split("/")[0].removeprefix("prune_low_magnitude_")
+            if tag in acc.Tags().get("tensors", []):
+                points = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+            else:
+                points = [(e.step, float(e.value)) for e in acc.Scalars(tag)]
+            curves.setdefault(layer, []).extend(points)
+    return {k: sorted(set(v)) for k, v in curves.items()}
+
+
+def stage_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per stage of a run: the file that shows that stage's effect."""
+    pruned = "model_unpruned_float.tflite" in measured
+    files = [("train (float32)", "model_unpruned_float.tflite" if pruned else "model_float.tflite")]
+    if pruned:
+        files.append(("prune (float32)", "model_float.tflite"))
+    files += [
+        ("PTQ int8 (no QAT)", "model_ptq_int8.tflite"),
+        ("QAT int8 (deployed)", "model_int8.tflite"),
+        ("QAT int8, sparse encoding", "model_int8_sparse.tflite"),
+    ]
+    return [{"stage": stage, **measured[name]} for stage, name in files if name in measured]
+
+
+def _table(rows: list[dict[str, Any]], first: str) -> str:
+    head = f"| {first} | accuracy | .tflite bytes | gzip bytes | weights | nonzero | MACs | IMT score | latency ms |"
+    lines = [head, "|" + " --- |" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {100 * r['test_accuracy']:.2f} % | {r['tflite_bytes']:,} | {r['gzip_bytes']:,} | {r['weights']:,} | "
+            f"{r['nonzero_weights']:,} | {r['macs']:,} | {r['imt_score']:.4f} | {r['latency_ms']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def _scatter(points: list[dict[str, Any]], key: str, xlabel: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for p in points:
+        peer = p["kind"] == "peer"
+        ax.scatter(p[key], 100 * p["test_accuracy"], marker="s" if peer else "o", s=50, color="tab:gray" if peer else "tab:blue")
+        ax.annotate(p["label"], (p[key], 100 * p["test_accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.axhline(90, color="tab:red", linestyle="--", linewidth=1, label="90 % target")
+    if key == "tflite_bytes":
+        ax.axvline(64 * 1024, color="tab:orange", linestyle=":", linewidth=1, label="64 KiB")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("CIFAR-10 test accuracy (%, LiteRT)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_curves(curves_by_run: dict[str, dict[str, list[tuple[int, float]]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves_by_run), figsize=(7 * len(curves_by_run), 4.5), squeeze=False)
+    for ax, (run, curves) in zip(axes[0], curves_by_run.items()):
+        for layer, points in sorted(curves.items()):
+            steps, values = zip(*points)
+            ax.plot(steps, np.array(values) * 100, linewidth=1, label=layer.replace("prune_low_magnitude_", ""))
+        ax.set_title(f"{run}: per-layer sparsity while pruning")
+        ax.set_xlabel("fine-tuning step")
+        ax.set_ylabel("sparsity (%)")
+        ax.grid(True, alpha=0.3)
+        if len(curves) <= 12:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_images: int = 300) -> dict[str, Any]:
+    """Evaluates everything in this process and writes the report files into `out`."""
+    from tfdense.data import load_cifar10
+    from tfdense.evaluate import evaluate_tflite, with_scores
+
+    _, (x_test, y_test) = load_cifar10()
+    out.mkdir(parents=True, exist_ok=True)
+
+    def measure(path: Path) -> dict[str, Any]:
+        print(f"[tfdense] evaluating {path} ...", file=sys.stderr, flush=True)
+        result = with_scores(evaluate_tflite(path, x_test, y_test, 1, latency_images))
+        result.pop("predictions")
+        return result
+
+    sections, points, curves_by_run, everything = [], [], {}, {}
+    for run_dir in run_dirs:
+        measured = {p.name: measure(p) for p in sorted(run_dir.glob("model_*.tflite"))}
+        rows = stage_rows(measured)
+        for r in rows:
+            r["label"] = r["stage"]
+            points.append({**r, "label": f"{run_dir.name}: {r['stage'].split(' (')[0]}", "kind": "ours"})
+        sections.append(f"### {run_dir}\n\n" + _table(rows, "stage"))
+        everything[str(run_dir)] = rows
+        curves = pruning_curves(run_dir)
+        if curves:
+            curves_by_run[run_dir.name] = curves
+    peer_rows = []
+    for peer in peers:
+        r = measure(peer)
+        peer_rows.append({**r, "label": peer.stem})
+        points.append({**r, "label": peer.stem, "kind": "peer"})
+    everything["peers"] = peer_rows
+
+    _scatter(points, "tflite_bytes", ".tflite bytes (log)", out / "accuracy_vs_bytes.png")
+    _scatter(points, "macs", "MACs per image (log)", out / "accuracy_vs_macs.png")
+    if curves_by_run:
+        _plot_curves(curves_by_run, out / "pruning_curves.png")
+    text = [
+        "# tfdense report",
+        "",
+        f"All models evaluated in one process with LiteRT, 1 thread, on the {len(x_test):,} CIFAR-10 test images. "
+        "Weights and MACs are read from each .tflite graph; IMT score as in `tfdense/scores.py`.",
+        "",
+        *[s + "\n" for s in sections],
+    ]
+    if peer_rows:
+        text += ["### Peers (MLPerf Tiny)", "", _table(peer_rows, "peer"), ""]
+    text += ["![accuracy vs bytes](accuracy_vs_bytes.png)", "", "![accuracy vs MACs](accuracy_vs_macs.png)", ""]
+    if curves_by_run:
+        text += ["![pruning curves](pruning_curves.png)", ""]
+    (out / "report.md").write_text("\n".join(text))
+    write_json_atomic(out / "report.json", everything)
+    return everything
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tfdense.report", description="Markdown table and plots of tfdense runs beside peer models.")
+    parser.add_argument("runs", nargs="+", help="run directories (with metrics.json and model_*.tflite)")
+    parser.add_argument("--peers", nargs="*", default=[], help="peer .tflite files (e.g. ../shared/peers/mlperf-tiny/*.tflite)")
+    parser.add_argument("--out", default="report", help="output folder (default: report/)")
+    parser.add_argument("--latency-images", type=int, default=300)
+    args = parser.parse_args(argv)
+    runs = [Path(r) for r in args.runs]
+    for run in runs:
+        if not (run / "metrics.json").exists() or not any(run.glob("model_*.tflite")):
+            print(f"error: {run} holds no exported run (metrics.json and model_*.tflite); run all stages first", file=sys.stderr)
+            return 2
+    for peer in args.peers:
+        if not Path(peer).is_file():
+            print(f"error: peer {peer}: no such file", file=sys.stderr)
+            return 2
+    build_report(runs, [Path(p) for p in args.peers], Path(args.out), args.latency_images)
+    print((Path(args.out) / "report.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
