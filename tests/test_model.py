@@ -21,7 +21,7 @@ def test_model_maps_raw_pixels_to_class_probabilities():
     probs = model.predict(x, verbose=0)
     assert probs.shape == (3, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    assert model.get_layer("normalize").scale == pytest.approx(1 / 127.5)
+    assert model.get_layer("normalize").scale == pytest.approx(1 / 255)
 
 
 def test_layer_names_follow_their_block():
@@ -56,6 +56,17 @@ def test_grouped_and_strided_variants_count_fewer_weights():
     assert by_name["conv2_block1_2_conv"].weights == 3 * 3 * 4 * 4  # 8 in / 2 groups, 4 out
 
 
+def test_folding_the_normalization_keeps_the_outputs():
+    from tfdense.qat import fold_normalization
+
+    model = build_densenet(TINY)
+    x = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3)).astype(np.float32)
+    x[:, 0, :, :] = 255.0  # a bright border: zero padding must mean the same in both models
+    folded = fold_normalization(model)
+    assert isinstance(folded.get_layer("normalize"), keras.layers.Identity)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
+
+
 def test_qat_model_converts_to_full_int8_tflite():
     from ai_edge_litert.interpreter import Interpreter
 
@@ -79,3 +90,40 @@ def test_qat_model_converts_to_full_int8_tflite():
     interpreter.set_tensor(inp["index"], (x[:1] - 128).astype(np.int8))
     interpreter.invoke()
     assert interpreter.get_tensor(out["index"]).shape == (1, 10)
+    from tfdense.scores import tflite_graph_stats
+
+    # The normalisation lives in the stem kernel: the input feeds the first convolution directly.
+    assert not {"MUL", "ADD"} & set(tflite_graph_stats(content).ops)
+
+
+def test_optional_tflite_variants_convert_and_shrink():
+    from tfdense.export import _converter_variant, to_tflite
+
+    model = build_densenet(dataclasses.replace(TINY, growth_rate=16, bottleneck=32))
+    float32 = to_tflite(model, int8=False)
+    float16 = _converter_variant(model, "float16", None)
+    dynamic = _converter_variant(model, "dynamic_range", None)
+    assert len(dynamic) < len(float16) < len(float32)
+    with pytest.raises(ValueError, match="unknown variant"):
+        _converter_variant(model, "int4", None)
+
+
+def test_two_to_four_pruning_keeps_two_of_every_four_weights():
+    import tensorflow_model_optimization as tfmot
+
+    from tfdense.config import PruneConfig
+    from tfdense.model import kernels
+    from tfdense.prune import apply_pruning
+
+    model = build_densenet(dataclasses.replace(TINY, growth_rate=8, bottleneck=16))
+    pruned = apply_pruning(model, PruneConfig(m_by_n="2:4", keep_dense=("stem",)), steps_per_epoch=4)
+    pruned.compile("sgd", "categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (32, 32, 32, 3)).astype(np.float32)
+    pruned.fit(x, tf.one_hot(rng.integers(0, 10, 32), 10), batch_size=8, epochs=1, verbose=0,
+               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    kernel = kernels(stripped)["conv2_block1_2_conv"]  # 3x3x16x8: groups of 4 along the input channels
+    groups = (kernel.transpose(0, 1, 3, 2).reshape(-1, 4) != 0).sum(axis=1)
+    assert groups.max() <= 2
+    assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.01)

@@ -20,7 +20,7 @@ from tfdense.train import WarmupDecay, read_history
 @pytest.mark.slow
 def test_smoke_preset_trains_on_real_data_and_writes_metrics(tmp_path, cifar10):
     out = tmp_path / "run"
-    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(out))
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(out), "--stages", "train")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("val_accuracy", "test_accuracy", "params", "macs", "seconds_per_epoch", "train_img_per_s", "config"):
@@ -32,7 +32,7 @@ def test_smoke_preset_trains_on_real_data_and_writes_metrics(tmp_path, cifar10):
     assert (out / "train" / "best.weights.h5").exists() and (out / "train" / "model.h5").exists()
     assert any((out / "logs" / "train").rglob("events.out.tfevents.*"))
 
-    again = run_cli("tfdense.train", "--preset", "smoke", "--out", str(out))
+    again = run_cli("tfdense.train", "--preset", "smoke", "--out", str(out), "--stages", "train")
     assert again.returncode == 0
     assert "stage train: complete, skipped" in again.stderr
 
@@ -113,3 +113,10 @@ def test_non_run_directory_is_not_overwritten(tmp_path):
     result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(tmp_path), timeout=120)
     assert result.returncode == 2
     assert "not empty and holds no tfdense run" in result.stderr
+
+
+@pytest.mark.slow
+def test_stage_without_its_input_model_is_refused(tmp_path, cifar10):
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(tmp_path / "run"), "--stages", "export", timeout=300)
+    assert result.returncode == 2
+    assert "run the qat stage first" in result.stderr

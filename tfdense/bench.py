@@ -20,12 +20,31 @@ import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
 from tfdense.config import PRESETS, ConfigError, RunConfig, resolve
 
 
+class _SteadyTimer:
+    """Times the batches after `warmup` inside one `fit`, so tracing and start-up are excluded."""
+
+    def __init__(self, warmup: int):
+        import tf_keras as keras
+
+        timer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                if batch == warmup:
+                    timer.start = time.perf_counter()
+
+            def on_train_end(self, logs=None):
+                timer.end = time.perf_counter()
+
+        self.callback = Callback()
+        self.start = self.end = 0.0
+
+
 def _time_fit(model, dataset, steps: int, warmup_steps: int) -> float:
-    """img/s of `model.fit` over `steps` batches, after `warmup_steps` for tracing."""
-    model.fit(dataset, steps_per_epoch=warmup_steps, epochs=1, verbose=0)
-    start = time.perf_counter()
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-    return steps / (time.perf_counter() - start)
+    """Steps/s of `model.fit` over `steps` batches that follow `warmup_steps` untimed ones."""
+    timer = _SteadyTimer(warmup_steps)
+    model.fit(dataset, steps_per_epoch=warmup_steps + steps, epochs=1, verbose=0, callbacks=[timer.callback])
+    return steps / (timer.end - timer.start)
 
 
 def benchmark(config: RunConfig, steps: int = 40, warmup_steps: int = 8) -> dict[str, float]:

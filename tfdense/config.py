@@ -157,10 +157,12 @@ class QatConfig:
     section: ClassVar[str] = "qat"
     epochs: int = 5
     learning_rate: float = 0.005
+    calibration_images: int = 2000  # training images that seed the activation ranges before QAT
 
     def __post_init__(self) -> None:
         s = self.section
         _require(self.epochs >= 1, f"{s}.epochs", "must be >= 1", self.epochs)
+        _require(self.calibration_images >= 1, f"{s}.calibration_images", "must be >= 1", self.calibration_images)
         _require(self.learning_rate > 0, f"{s}.learning_rate", "must be > 0", self.learning_rate)
 
 
@@ -224,7 +226,8 @@ PRESETS: dict[str, RunConfig] = {
     # Real data in <= 15 minutes on 2 cores; accuracy stated in the README.
     "quick": RunConfig(
         model=DenseNetConfig(name="densenet_quick", stem_filters=16, block_layers=(3, 4, 6), growth_rate=12, bottleneck=24),
-        train=TrainConfig(epochs=15, batch_size=128, warmup_epochs=1),
+        # Batch 256 trains 21 % more img/s than 128 on 2 cores (README, Speed); lr scaled linearly.
+        train=TrainConfig(epochs=15, batch_size=256, learning_rate=0.2, warmup_epochs=1),
         prune=PruneConfig(epochs=2, target_sparsity=0.5),
         qat=QatConfig(epochs=1),
     ),
@@ -232,7 +235,7 @@ PRESETS: dict[str, RunConfig] = {
     "full": RunConfig(
         model=DenseNetConfig(name="densenet_full"),
         data=DataConfig(cutout=8),
-        train=TrainConfig(epochs=150, warmup_epochs=3),
+        train=TrainConfig(epochs=150, batch_size=256, learning_rate=0.2, warmup_epochs=3),
         prune=PruneConfig(epochs=15, target_sparsity=0.5),
         qat=QatConfig(epochs=5),
     ),
@@ -262,29 +265,27 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
             return value.lower() in ("true", "1", "yes", "on")
         raise ConfigError(f"{name} must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if hint in (int, float):
+        return _number(value, hint, name)
     if hint is str:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{name} must be a string, got {value!r}")
     raise ConfigError(f"{name} has unsupported type {hint}")
+
+
+def _number(value: Any, kind: type, name: str) -> int | float:
+    """An int (from an int or integer text) or a float (from any number or numeric text)."""
+    noun = "an integer" if kind is int else "a number"
+    accepted = (int,) if kind is int else (int, float)
+    if isinstance(value, accepted) and not isinstance(value, bool):
+        return kind(value)
+    if isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{name} must be {noun}, got {value!r}")
 
 
 def _replace_section(section: Any, updates: dict[str, Any]) -> Any:

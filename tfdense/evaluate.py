@@ -147,16 +147,17 @@ def evaluate_tflite(path: str | Path | bytes, x_test: np.ndarray, y_test: np.nda
     }
 
 
-def format_table(results: list[dict[str, Any]]) -> str:
-    """A Markdown table of models side by side."""
-    head = "| model | accuracy | .tflite bytes | gzip bytes | weights | nonzero | MACs | IMT | latency ms |"
-    rows = [head, "|" + " --- |" * 9]
-    for r in results:
-        rows.append(
-            f"| {Path(r['model']).name} | {100 * r['test_accuracy']:.2f} % | {r['tflite_bytes']:,} | {r['gzip_bytes']:,} | "
-            f"{r['weights']:,} | {r['nonzero_weights']:,} | {r['macs']:,} | {r.get('imt_score', float('nan')):.4f} | {r['latency_ms']:.3f} |"
+def format_table(rows: list[dict[str, Any]], first: str = "model") -> str:
+    """A Markdown table of models side by side, labelled by `label` or the model's file name."""
+    head = f"| {first} | accuracy | .tflite bytes | gzip bytes | weights | nonzero | MACs | IMT score | latency ms |"
+    lines = [head, "|" + " --- |" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r.get('label') or Path(r['model']).name} | {100 * r['test_accuracy']:.2f} % | {r['tflite_bytes']:,} | "
+            f"{r['gzip_bytes']:,} | {r['weights']:,} | {r['nonzero_weights']:,} | {r['macs']:,} | "
+            f"{r.get('imt_score', float('nan')):.4f} | {r['latency_ms']:.3f} |"
         )
-    return "\n".join(rows)
+    return "\n".join(lines)
 
 
 def with_scores(result: dict[str, Any], structured_fraction: float = 0.0) -> dict[str, Any]:
@@ -219,6 +220,7 @@ def evaluate_stage(model, data, config, workdir: Path) -> tuple[Any, dict[str, A
     Returns the final figures of the deployed model (`model_int8.tflite`) plus a `models`
     table of every variant, all measured in this run on the 10,000 test images.
     """
+    from tfdense.model import model_costs
     from tfdense.runio import write_json_atomic
     from tfdense.train import evaluate_predictions
 
@@ -239,6 +241,7 @@ def evaluate_stage(model, data, config, workdir: Path) -> tuple[Any, dict[str, A
         results[path.name] = result
     if deployed is None:
         raise FileNotFoundError(f"{run_dir / 'model_int8.tflite'} is missing: run the export stage first")
+    keras_costs = model_costs(model)
     metrics = {
         "test_accuracy": deployed["test_accuracy"],
         "tflite_bytes": deployed["tflite_bytes"],
@@ -251,6 +254,9 @@ def evaluate_stage(model, data, config, workdir: Path) -> tuple[Any, dict[str, A
         "micronet_score": deployed["micronet_score"],
         "latency_ms": deployed["latency_ms"],
         "agreement_with_qat_keras": deployed["agreement_with_qat_keras"],
+        # The same counts from the Keras graph: a mismatch means one of the counters is wrong.
+        "keras_weights": keras_costs["weights"],
+        "keras_macs": keras_costs["macs"],
         "per_class_accuracy": deployed["per_class_accuracy"],
         "models": results,
     }

@@ -113,6 +113,8 @@ def export_stage(model: keras.Model, data, config, workdir: Path) -> tuple[keras
     """
     from tfdense.data import CLASS_NAMES
     from tfdense.evaluate import TFLiteClassifier
+    from tfdense.model import weight_zero_fraction
+    from tfdense.scores import tflite_graph_stats
 
     export = config.export
     run_dir = workdir.parent
@@ -132,8 +134,6 @@ def export_stage(model: keras.Model, data, config, workdir: Path) -> tuple[keras
         written["model_dynamic_range.tflite"] = _converter_variant(float_model, "dynamic_range", None)
     if export.float16:
         written["model_float16.tflite"] = _converter_variant(float_model, "float16", None)
-
-    from tfdense.model import weight_zero_fraction
 
     notes = {}
     sparsity = weight_zero_fraction(model)
@@ -159,8 +159,14 @@ def export_stage(model: keras.Model, data, config, workdir: Path) -> tuple[keras
     write_bytes_atomic(run_dir / "labels.txt", ("\n".join(CLASS_NAMES) + "\n").encode())
 
     deployed = TFLiteClassifier(run_dir / "model_int8.tflite")
+    stats = tflite_graph_stats(int8)
+    int8_sparsity = 1 - stats.nonzero_weights / stats.weights
     metrics = {
         "files": {name: len(content) for name, content in written.items()},
+        # PQAT must carry the pruned zeros into the int8 kernels (rounding may add a few).
+        "qat_weight_sparsity": sparsity,
+        "int8_weight_sparsity": int8_sparsity,
+        "int8_sparsity_matches": bool(sparsity - 1e-3 <= int8_sparsity <= sparsity + 0.01),
         "input_dtype": np.dtype(deployed.input["dtype"]).name,
         "input_quantization": [float(v) for v in deployed.input["quantization"]],
         "output_dtype": np.dtype(deployed.output["dtype"]).name,

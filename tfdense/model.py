@@ -19,10 +19,12 @@ from tf_keras import layers
 
 from tfdense.config import DenseNetConfig
 
-# Raw RGB pixels 0..255 map to [-1, 1] inside the model, so the exported .tflite takes camera
-# pixels as they are (int8 q = pixel - 128 at scale 1).
-PIXEL_SCALE = 1.0 / 127.5
-PIXEL_OFFSET = -1.0
+# Raw RGB pixels 0..255 map to [0, 1] inside the model, so the exported .tflite takes camera
+# pixels as they are (int8 q = pixel - 128 at scale 1). Scale only, no offset: a zero-padded
+# border then means the same before and after normalisation, so QAT can fold the scale into
+# the stem convolution exactly (`tfdense.qat.fold_normalization`); the BN after the stem
+# centres the activations anyway.
+PIXEL_SCALE = 1.0 / 255.0
 
 
 def conv_block(x, filters: int, kernel_size: int, name: str, strides: int = 1, groups: int = 1):
@@ -74,7 +76,7 @@ def _groups_for(channels_in: int, channels_out: int, groups: int) -> int:
 def build_densenet(config: DenseNetConfig) -> keras.Model:
     """Builds the DenseNet described by `config`; input is raw uint8-range RGB, output softmax."""
     inputs = keras.Input(shape=(32, 32, 3), name="pixels")
-    x = layers.Rescaling(PIXEL_SCALE, offset=PIXEL_OFFSET, name="normalize")(inputs)
+    x = layers.Rescaling(PIXEL_SCALE, name="normalize")(inputs)
     x = conv_block(x, config.stem_filters, config.stem_kernel, name="stem", strides=config.stem_stride)
     if config.stem_pool:
         x = layers.MaxPooling2D(2, strides=2, name="stem_pool")(x)
@@ -100,6 +102,11 @@ class LayerCost:
     weights: int  # conv/dense kernel entries: what pruning and the IMT score count
     other_params: int  # biases and BatchNorm parameters
     macs: int
+
+
+PARAMETER_NAMES = frozenset(
+    n + ":0" for n in ("kernel", "depthwise_kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
+)
 
 
 def _unwrap(layer):
@@ -135,7 +142,8 @@ def layer_costs(model: keras.Model) -> list[LayerCost]:
     costs = []
     for wrapper in model.layers:
         layer = _unwrap(wrapper)
-        params = sum(int(w.shape.num_elements()) for w in layer.weights)
+        # Model parameters only: not the masks, thresholds and ranges that wrappers add.
+        params = sum(int(w.shape.num_elements()) for w in wrapper.weights if w.name.split("/")[-1] in PARAMETER_NAMES)
         if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
             kernel = layer.depthwise_kernel if isinstance(layer, layers.DepthwiseConv2D) else layer.kernel
             weights = int(kernel.shape.num_elements())

@@ -24,6 +24,11 @@ from tfdense.runio import git_revision, read_json, write_json_atomic
 STAGES = ("train", "prune", "qat", "export", "evaluate")
 
 
+# Kept at the top of metrics.json from whichever stage last reported them (training speed
+# comes from `train`, accuracy from the latest model).
+HEADLINE = ("val_accuracy", "test_accuracy", "params", "macs", "seconds_per_epoch", "train_img_per_s")
+
+
 class UsageError(ValueError):
     """A bad command line or run directory, reported in one line with exit code 2."""
 
@@ -120,13 +125,16 @@ def run(config: RunConfig, out: Path, stages: tuple[str, ...] = STAGES) -> dict[
             print(f"[tfdense] stage {name}: complete, skipped", file=sys.stderr)
             continue
         if name not in stages:
+            model = None  # the next stage must not get a model this stage never transformed
             continue
         print(f"[tfdense] stage {name} -> {workdir}", file=sys.stderr, flush=True)
         if model is None:
             model = load_stage_input(out, name)
         model, stage_metrics[name] = functions[name](model, data, config, workdir)
     summary = {"stages": stage_metrics, "config": config.to_dict()}
-    if stage_metrics:  # the final figures are the last completed stage's
+    for metrics in stage_metrics.values():  # headline figures, the latest stage's winning
+        summary.update({k: v for k, v in metrics.items() if k in HEADLINE})
+    if stage_metrics:  # then everything the last completed stage reports
         summary.update({k: v for k, v in list(stage_metrics.values())[-1].items() if k != "models"})
     write_json_atomic(out / "metrics.json", summary)
     return summary

@@ -56,17 +56,6 @@ def stage_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"stage": stage, **measured[name]} for stage, name in files if name in measured]
 
 
-def _table(rows: list[dict[str, Any]], first: str) -> str:
-    head = f"| {first} | accuracy | .tflite bytes | gzip bytes | weights | nonzero | MACs | IMT score | latency ms |"
-    lines = [head, "|" + " --- |" * 9]
-    for r in rows:
-        lines.append(
-            f"| {r['label']} | {100 * r['test_accuracy']:.2f} % | {r['tflite_bytes']:,} | {r['gzip_bytes']:,} | {r['weights']:,} | "
-            f"{r['nonzero_weights']:,} | {r['macs']:,} | {r['imt_score']:.4f} | {r['latency_ms']:.3f} |"
-        )
-    return "\n".join(lines)
-
-
 def _scatter(points: list[dict[str, Any]], key: str, xlabel: str, path: Path) -> None:
     import matplotlib
 
@@ -116,7 +105,7 @@ def _plot_curves(curves_by_run: dict[str, dict[str, list[tuple[int, float]]]], p
 def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_images: int = 300) -> dict[str, Any]:
     """Evaluates everything in this process and writes the report files into `out`."""
     from tfdense.data import load_cifar10
-    from tfdense.evaluate import evaluate_tflite, with_scores
+    from tfdense.evaluate import evaluate_tflite, format_table, with_scores
 
     _, (x_test, y_test) = load_cifar10()
     out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +123,7 @@ def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_ima
         for r in rows:
             r["label"] = r["stage"]
             points.append({**r, "label": f"{run_dir.name}: {r['stage'].split(' (')[0]}", "kind": "ours"})
-        sections.append(f"### {run_dir}\n\n" + _table(rows, "stage"))
+        sections.append(f"### {run_dir}\n\n" + format_table(rows, "stage"))
         everything[str(run_dir)] = rows
         curves = pruning_curves(run_dir)
         if curves:
@@ -159,7 +148,7 @@ def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_ima
         *[s + "\n" for s in sections],
     ]
     if peer_rows:
-        text += ["### Peers (MLPerf Tiny)", "", _table(peer_rows, "peer"), ""]
+        text += ["### Peers (MLPerf Tiny)", "", format_table(peer_rows, "peer"), ""]
     text += ["![accuracy vs bytes](accuracy_vs_bytes.png)", "", "![accuracy vs MACs](accuracy_vs_macs.png)", ""]
     if curves_by_run:
         text += ["![pruning curves](pruning_curves.png)", ""]
