@@ -56,19 +56,8 @@ def test_grouped_and_strided_variants_count_fewer_weights():
     assert by_name["conv2_block1_2_conv"].weights == 3 * 3 * 4 * 4  # 8 in / 2 groups, 4 out
 
 
-def test_folding_the_normalization_keeps_the_outputs():
-    from tfdense.qat import fold_normalization
-
-    model = build_densenet(TINY)
-    x = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3)).astype(np.float32)
-    x[:, 0, :, :] = 255.0  # a bright border: zero padding must mean the same in both models
-    folded = fold_normalization(model)
-    assert isinstance(folded.get_layer("normalize"), keras.layers.Identity)
-    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
-
-
 def test_qat_model_converts_to_full_int8_tflite():
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from tfdense.export import representative_images, to_tflite
     from tfdense.qat import quantize
@@ -90,10 +79,17 @@ def test_qat_model_converts_to_full_int8_tflite():
     interpreter.set_tensor(inp["index"], (x[:1] - 128).astype(np.int8))
     interpreter.invoke()
     assert interpreter.get_tensor(out["index"]).shape == (1, 10)
-    from tfdense.scores import tflite_graph_stats
-
-    # The normalisation lives in the stem kernel: the input feeds the first convolution directly.
-    assert not {"MUL", "ADD"} & set(tflite_graph_stats(content).ops)
+    # The pixel scale converts to an exact int8 identity: its output has the input's codes.
+    normalized = Interpreter(model_content=content, experimental_preserve_all_tensors=True,
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    normalized.allocate_tensors()
+    q = (x[:4] - 128).astype(np.int8)
+    first = normalized._get_ops_details()[0]
+    assert first["op_name"] == "MUL"
+    for image in q:
+        normalized.set_tensor(inp["index"], image[None])
+        normalized.invoke()
+        np.testing.assert_array_equal(normalized.get_tensor(first["outputs"][0]), image[None])
 
 
 def test_optional_tflite_variants_convert_and_shrink():

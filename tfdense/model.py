@@ -20,10 +20,9 @@ from tf_keras import layers
 from tfdense.config import DenseNetConfig
 
 # Raw RGB pixels 0..255 map to [0, 1] inside the model, so the exported .tflite takes camera
-# pixels as they are (int8 q = pixel - 128 at scale 1). Scale only, no offset: a zero-padded
-# border then means the same before and after normalisation, so QAT can fold the scale into
-# the stem convolution exactly (`tfdense.qat.fold_normalization`); the BN after the stem
-# centres the activations anyway.
+# pixels as they are (int8 q = pixel - 128 at scale 1). Scale only, no offset: on int8 grids
+# pixel/255 keeps the input's integer codes, so the converted op is exact
+# (`tfdense.qat.PixelScaleQuantizeConfig`); the BN after the stem centres the activations anyway.
 PIXEL_SCALE = 1.0 / 255.0
 
 

@@ -1,8 +1,8 @@
 """Quantization-aware training with TF-MOT (8-bit weights and activations).
 
-`quantize(model)` folds the in-model pixel normalisation into the stem convolution (TF-MOT's
-registry knows no `Rescaling`, and an int8 MUL/ADD pair would add rounding QAT never saw), then
-wraps every layer for QAT; each Conv -> BN -> ReLU is folded by TF-MOT's own transforms. A pruned
+`quantize(model)` wraps every layer for QAT; each Conv -> BN -> ReLU is folded by TF-MOT's own
+transforms, and the in-model pixel scale (a `Rescaling` TF-MOT's registry does not know) gets a
+fixed [0, 1] output range on which its int8 form is exact. A pruned
 model is quantized with the prune-preserving scheme so that fine-tuning keeps its zeros.
 `calibrate_ranges` seeds the activation ranges before fine-tuning.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,13 @@ from tfdense.runio import write_json_atomic
 _q = tfmot.quantization.keras
 
 
-class NoOpQuantizeConfig(_q.QuantizeConfig):
-    """Quantizes nothing: for the Identity left where the normalisation was folded away."""
+class PixelScaleQuantizeConfig(_q.QuantizeConfig):
+    """Quantizes the `normalize` output on the fixed range [0, 1]: scale 1/255, zero point -128.
+
+    The int8 input is q = pixel - 128 at scale 1, so pixel/255 on that grid has the same integer
+    codes: the converted MUL is an exact identity, adding no rounding QAT did not see. (A learned
+    range would start at TF-MOT's [-6, 6] and barely move in a short fine-tune.)
+    """
 
     def get_weights_and_quantizers(self, layer):
         return []
@@ -45,7 +51,7 @@ class NoOpQuantizeConfig(_q.QuantizeConfig):
         pass
 
     def get_output_quantizers(self, layer):
-        return []
+        return [_q.quantizers.FixedQuantizer(num_bits=8, init_min=0.0, init_max=1.0, narrow_range=False)]
 
     def get_config(self):
         return {}
@@ -53,44 +59,16 @@ class NoOpQuantizeConfig(_q.QuantizeConfig):
 
 def quantize_scope():
     """The custom objects a saved QAT model needs to load again."""
-    return _q.quantize_scope({"NoOpQuantizeConfig": NoOpQuantizeConfig})
-
-
-def fold_normalization(model: keras.Model) -> keras.Model:
-    """A copy of `model` whose stem convolution takes raw pixels: the `normalize` scale folded in.
-
-    conv(s * x) = conv_{s * W}(x) exactly, zero padding included, because the normalisation has
-    no offset. The int8 model then feeds its input (q = pixel - 128, scale 1) straight into the
-    first convolution: no MUL/ADD ops whose intermediate rounding QAT never saw.
-    """
-    try:
-        norm = model.get_layer("normalize")
-    except ValueError:
-        return model
-    if not isinstance(norm, keras.layers.Rescaling) or np.any(np.asarray(norm.offset) != 0):
-        raise ValueError("the 'normalize' layer must be a Rescaling without offset to fold into the stem")
-    consumers = [node.outbound_layer.name for node in norm._outbound_nodes]
-
-    def clone(layer):
-        if layer.name == norm.name:
-            return keras.layers.Identity(name=layer.name)
-        return layer.__class__.from_config(layer.get_config())
-
-    folded = keras.models.clone_model(model, clone_function=clone)
-    folded.set_weights(model.get_weights())
-    for name in consumers:
-        layer = folded.get_layer(name)
-        if not isinstance(layer, keras.layers.Conv2D):
-            raise ValueError(f"'normalize' feeds {name} ({type(layer).__name__}); only a convolution can absorb it")
-        layer.kernel.assign(layer.kernel * float(np.asarray(norm.scale)))
-    return folded
+    return _q.quantize_scope({"PixelScaleQuantizeConfig": PixelScaleQuantizeConfig})
 
 
 def _annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
     if isinstance(layer, keras.layers.InputLayer):
         return layer
-    if isinstance(layer, keras.layers.Identity):
-        return _q.quantize_annotate_layer(layer, quantize_config=NoOpQuantizeConfig())
+    if isinstance(layer, keras.layers.Rescaling):
+        if np.any(np.asarray(layer.offset) != 0) or not np.isclose(float(np.asarray(layer.scale)), 1 / 255):
+            raise ValueError(f"{layer.name}: only Rescaling(1/255) without offset has an exact int8 form")
+        return _q.quantize_annotate_layer(layer, quantize_config=PixelScaleQuantizeConfig())
     return _q.quantize_annotate_layer(layer)
 
 
@@ -100,9 +78,8 @@ def quantize(model: keras.Model, preserve_sparsity: bool = False) -> keras.Model
     `preserve_sparsity`: use `Default8BitPrunePreserveQuantizeScheme`, which keeps pruned
     zeros at zero through fine-tuning (plain QAT would regrow them).
     """
-    folded = fold_normalization(model)
-    annotated = keras.models.clone_model(folded, clone_function=_annotate)
-    annotated.set_weights(folded.get_weights())
+    annotated = keras.models.clone_model(model, clone_function=_annotate)
+    annotated.set_weights(model.get_weights())
     scheme = (
         tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
         if preserve_sparsity
@@ -197,9 +174,18 @@ def qat_stage(model: keras.Model, data: data_lib.Cifar, config: RunConfig, workd
         verbose=train.verbose,
     )
     quantized.save(str(workdir / "model.h5"), include_optimizer=False)
+    float_val = evaluate_accuracy(model, data.x_val, data.y_val)
     sparsity_out = weight_zero_fraction(quantized)
+    val_accuracy = evaluate_accuracy(quantized, data.x_val, data.y_val)
+    if val_accuracy < float_val - 0.03:
+        print(
+            f"[tfdense] warning: QAT validation accuracy {val_accuracy:.4f} is {float_val - val_accuracy:.1%} below "
+            f"the float model's {float_val:.4f}; try more qat.epochs or a lower qat.learning_rate",
+            file=sys.stderr,
+        )
     metrics = {
-        "val_accuracy": evaluate_accuracy(quantized, data.x_val, data.y_val),
+        "val_accuracy": val_accuracy,
+        "float_val_accuracy": float_val,
         "test_accuracy": evaluate_accuracy(quantized, data.x_test, data.y_test),
         **model_costs(quantized),
         "scheme": "Default8BitPrunePreserveQuantizeScheme" if preserve else "Default8BitQuantizeScheme",
