@@ -230,6 +230,7 @@ PRESETS: dict[str, RunConfig] = {
         train=TrainConfig(epochs=15, batch_size=256, learning_rate=0.2, warmup_epochs=1),
         prune=PruneConfig(epochs=2, target_sparsity=0.5),
         qat=QatConfig(epochs=1),
+        export=ExportConfig(ptq=True),  # so the report shows what QAT gains over PTQ
     ),
     # The real recipe: hours on 2 cores, resumable.
     "full": RunConfig(
