@@ -123,3 +123,17 @@ def test_two_to_four_pruning_keeps_two_of_every_four_weights():
     groups = (kernel.transpose(0, 1, 3, 2).reshape(-1, 4) != 0).sum(axis=1)
     assert groups.max() <= 2
     assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.01)
+
+
+def test_calibration_seeds_activation_ranges_from_the_float_model():
+    from tfdense.qat import calibrate_ranges, quantize
+
+    model = build_densenet(TINY)
+    qat = quantize(model)
+    x = np.random.default_rng(2).integers(0, 256, (64, 32, 32, 3)).astype(np.float32)
+    assert calibrate_ranges(qat, model, x, batch_size=32) > 5
+    ranges = {w.name.split("/")[-1]: float(w.numpy()) for w in qat.get_layer("quant_stem_relu").weights if "output_m" in w.name}
+    probe = keras.Model(model.input, model.get_layer("stem_relu").output)
+    expected_max = np.mean([probe(x[:32]).numpy().max(), probe(x[32:]).numpy().max()])
+    assert ranges["output_min:0"] == 0.0  # ReLU: TFLite needs 0 in range, and nothing is below it
+    assert ranges["output_max:0"] == pytest.approx(expected_max, rel=1e-4)
