@@ -10,7 +10,6 @@ reporting; model selection uses the stratified validation split from `split_trai
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import pickle
