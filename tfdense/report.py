@@ -64,9 +64,11 @@ def _scatter(points: list[dict[str, Any]], key: str, xlabel: str, path: Path) ->
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for p in points:
-        peer = p["kind"] == "peer"
-        ax.scatter(p[key], 100 * p["test_accuracy"], marker="s" if peer else "o", s=50, color="tab:gray" if peer else "tab:blue")
-        ax.annotate(p["label"], (p[key], 100 * p["test_accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        if p["kind"] == "peer":
+            ax.scatter(p[key], 100 * p["test_accuracy"], marker="s", s=50, color="tab:gray")
+            ax.annotate(p["label"], (p[key], 100 * p["test_accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        else:  # our stages often sit close together: a legend entry each instead of labels that collide
+            ax.scatter(p[key], 100 * p["test_accuracy"], marker="o", s=45, label=p["label"])
     ax.axhline(90, color="tab:red", linestyle="--", linewidth=1, label="90 % target")
     if key == "tflite_bytes":
         ax.axvline(64 * 1024, color="tab:orange", linestyle=":", linewidth=1, label="64 KiB")
@@ -74,7 +76,7 @@ def _scatter(points: list[dict[str, Any]], key: str, xlabel: str, path: Path) ->
     ax.set_xlabel(xlabel)
     ax.set_ylabel("CIFAR-10 test accuracy (%, LiteRT)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
