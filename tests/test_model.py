@@ -97,11 +97,11 @@ def test_optional_tflite_variants_convert_and_shrink():
 
     model = build_densenet(dataclasses.replace(TINY, growth_rate=16, bottleneck=32))
     float32 = to_tflite(model, int8=False)
-    float16 = _converter_variant(model, "float16", None)
-    dynamic = _converter_variant(model, "dynamic_range", None)
+    float16 = _converter_variant(model, "float16")
+    dynamic = _converter_variant(model, "dynamic_range")
     assert len(dynamic) < len(float16) < len(float32)
     with pytest.raises(ValueError, match="unknown variant"):
-        _converter_variant(model, "int4", None)
+        _converter_variant(model, "int4")
 
 
 def test_two_to_four_pruning_keeps_two_of_every_four_weights():

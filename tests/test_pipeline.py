@@ -70,6 +70,7 @@ def test_keras_and_tflite_counts_agree(smoke_run):
     assert metrics["keras_weights"] == metrics["params"]
     export = json.loads((smoke_run / "export" / "metrics.json").read_text())
     assert export["int8_sparsity_matches"], export
+    assert export["sparse_encoding"].startswith(("kept", "not kept"))  # tried, since the model was pruned
 
 
 def test_tensorboard_events_hold_the_pruning_curves(smoke_run):

@@ -33,14 +33,16 @@ def representative_images(x: np.ndarray, count: int = 200, seed: int = 0) -> Cal
     return generate
 
 
-def to_tflite(model: keras.Model, int8: bool, representative: Callable | None = None) -> bytes:
+def to_tflite(model: keras.Model, int8: bool, representative: Callable | None = None, sparse: bool = False) -> bytes:
     """Converts a Keras (float or QAT) model to TFLite: full int8 when `int8`, else float32.
 
-    Raises `ValueError` when an int8 conversion leaves float tensors at the input or output.
+    `sparse` (int8 only) stores pruned kernels in TFLite's sparse format (adds DENSIFY ops).
     """
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if int8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if sparse:
+            converter.optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
@@ -79,19 +81,14 @@ def c_array(content: bytes, name: str) -> tuple[str, str]:
     return source, header
 
 
-def _converter_variant(model: keras.Model, kind: str, representative: Callable | None) -> bytes:
+def _converter_variant(model: keras.Model, kind: str) -> bytes:
+    """The optional float-activation variants: int8 weights (`dynamic_range`) or `float16` weights."""
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if kind == "dynamic_range":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif kind == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif kind == "sparse_int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-        converter.representative_dataset = representative
     else:
         raise ValueError(f"unknown variant {kind!r}")
     return converter.convert()
@@ -131,14 +128,14 @@ def export_stage(model: keras.Model, data, config, workdir: Path) -> tuple[keras
     if export.ptq:
         written["model_ptq_int8.tflite"] = to_tflite(float_model, int8=True, representative=representative)
     if export.dynamic_range:
-        written["model_dynamic_range.tflite"] = _converter_variant(float_model, "dynamic_range", None)
+        written["model_dynamic_range.tflite"] = _converter_variant(float_model, "dynamic_range")
     if export.float16:
-        written["model_float16.tflite"] = _converter_variant(float_model, "float16", None)
+        written["model_float16.tflite"] = _converter_variant(float_model, "float16")
 
     notes = {}
     sparsity = weight_zero_fraction(model)
     if export.sparse_encoding and sparsity > 0.05:
-        sparse = _converter_variant(model, "sparse_int8", representative)
+        sparse = to_tflite(model, int8=True, representative=representative, sparse=True)
         if len(sparse) >= len(int8):
             notes["sparse_encoding"] = f"not kept: {len(sparse):,} bytes >= dense {len(int8):,} at {sparsity:.0%} sparsity"
         else:
