@@ -184,11 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 1 or args.latency_images < 1:
         print("error: --threads and --latency-images must be >= 1", file=sys.stderr)
         return 2
-    classifiers_ok = []
-    for path in args.models:
+    for path in args.models:  # refuse any bad file before loading the data set
         try:
             TFLiteClassifier(path)
-            classifiers_ok.append(path)
         except ModelError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -200,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     results = []
-    for path in classifiers_ok:
+    for path in args.models:
         print(f"[tfdense] evaluating {path} on {len(x_test):,} test images ...", file=sys.stderr, flush=True)
         result = with_scores(evaluate_tflite(path, x_test, y_test, args.threads, args.latency_images))
         result.pop("predictions")
