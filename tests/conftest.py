@@ -32,3 +32,12 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, cifar10):
+    """A whole `--preset smoke` run (all five stages), shared by the pipeline and deploy tests."""
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(out), timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out

@@ -6,13 +6,28 @@ import json
 
 import pytest
 
-from tfdense.config import PRESETS, ConfigError, RunConfig, apply_overrides, from_dict, resolve
+from tfdense.config import PRESETS, ConfigError, apply_overrides, from_dict, resolve
 
 
-def test_every_preset_is_a_valid_config():
+def test_every_preset_round_trips_through_its_saved_form():
     for name, config in PRESETS.items():
-        assert isinstance(config, RunConfig), name
-        assert from_dict(config.to_dict()) == config
+        assert from_dict(json.loads(json.dumps(config.to_dict()))) == config, name
+
+
+def test_configs_saved_under_old_names_still_load():
+    saved = json.loads(json.dumps(PRESETS["smoke"].to_dict()))
+    saved["prune"]["keep_dense"] = saved["prune"].pop("skip_layers")
+    saved["model"]["num_classes"] = 10
+    saved["train"]["schedule"] = "onecycle"
+    config = from_dict(saved)
+    assert config.prune.skip_layers == PRESETS["smoke"].prune.skip_layers
+    assert config.train.schedule == "linear"
+
+
+def test_two_to_four_pruning_refuses_settings_it_cannot_honour():
+    with pytest.raises(ConfigError, match="prune.target_sparsity must be 0.5 with m_by_n=2:4"):
+        apply_overrides(PRESETS["smoke"], ["prune.m_by_n=2:4", "prune.target_sparsity=0.7"])
+    assert apply_overrides(PRESETS["smoke"], ["prune.m_by_n=2:4", "prune.target_sparsity=0.5"]).prune.m_by_n == "2:4"
 
 
 def test_set_overrides_coerce_to_field_types():
@@ -61,3 +76,17 @@ def test_config_file_applies_over_preset_and_set_over_file(tmp_path):
 def test_too_many_blocks_for_the_map_is_rejected():
     with pytest.raises(ConfigError, match="too many blocks"):
         apply_overrides(PRESETS["smoke"], ["model.stem_stride=2", "model.block_layers=1,1,1,1,1"])
+
+
+def test_a_run_saved_before_new_fields_existed_resumes_as_the_same_experiment():
+    from tfdense.rundir import result_identity
+
+    saved = json.loads(json.dumps(PRESETS["full"].to_dict()))
+    saved["prune"]["keep_dense"] = saved["prune"].pop("skip_layers")
+    saved["model"]["num_classes"] = 10
+    for field in ("ema_momentum", "teacher", "distill_alpha", "distill_temperature"):
+        del saved["train"][field]  # absent from configs written before these existed
+    saved["train"]["verbose"] = 2  # does not change results
+    assert result_identity(saved) == result_identity(PRESETS["full"].to_dict())
+    saved["train"]["epochs"] = 7
+    assert result_identity(saved) != result_identity(PRESETS["full"].to_dict())

@@ -120,10 +120,13 @@ def test_corrupt_cache_is_deleted_not_used(tmp_path):
 
 
 def test_cache_write_leaves_nothing_half_written(tmp_path, monkeypatch):
-    def failing_savez(*args, **kwargs):
+    import tfdense.rundir
+
+    def failing_fsync(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez", failing_savez)
+    # Fails after the bytes went into the temp file, before the rename.
+    monkeypatch.setattr(tfdense.rundir.os, "fsync", failing_fsync)
     arrays = ((np.zeros((1, 32, 32, 3), np.uint8), np.zeros(1, np.uint8)),) * 2
     with pytest.raises(OSError, match="disk full"):
         data.write_cache(arrays, tmp_path)

@@ -10,7 +10,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfdense.config import DenseNetConfig
-from tfdense.model import build_densenet, layer_costs, model_costs
+from tfdense.costs import layer_costs, model_costs
+from tfdense.model import build_densenet
 
 TINY = DenseNetConfig(name="tiny", stem_filters=8, block_layers=(2, 1), growth_rate=4, bottleneck=8, compression=0.5)
 
@@ -39,19 +40,19 @@ def test_counts_match_a_hand_calculation():
     macs = sum(w * p for w, p in convs) + 120
     bn_channels = 8 + 8 + 4 + 8 + 4 + 8 + 8 + 4
     costs = model_costs(build_densenet(TINY))
-    assert costs["weights"] == weights == 1552
-    assert costs["macs"] == macs
-    assert costs["params"] == weights + 4 * bn_channels + 10  # BN: gamma, beta, mean, var; dense bias
-    assert costs["params"] == build_densenet(TINY).count_params()
+    assert costs.weights == weights == 1552
+    assert costs.macs == macs
+    assert costs.params == weights + 4 * bn_channels + 10  # BN: gamma, beta, mean, var; dense bias
+    assert costs.params == build_densenet(TINY).count_params()
 
 
 def test_grouped_and_strided_variants_count_fewer_weights():
     base = model_costs(build_densenet(TINY))
     grouped = model_costs(build_densenet(dataclasses.replace(TINY, groups=2)))
     strided = build_densenet(dataclasses.replace(TINY, transition_pool="conv"))
-    assert grouped["weights"] < base["weights"]
+    assert grouped.weights < base.weights
     assert not any(isinstance(layer, keras.layers.MaxPooling2D) and layer.name.startswith("pool") for layer in strided.layers)
-    assert model_costs(strided)["macs"] < base["macs"]
+    assert model_costs(strided).macs < base.macs
     by_name = {c.name: c for c in layer_costs(build_densenet(dataclasses.replace(TINY, groups=2)))}
     assert by_name["conv2_block1_2_conv"].weights == 3 * 3 * 4 * 4  # 8 in / 2 groups, 4 out
 
@@ -59,8 +60,8 @@ def test_grouped_and_strided_variants_count_fewer_weights():
 def test_qat_model_converts_to_full_int8_tflite():
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from tfdense.export import representative_images, to_tflite
-    from tfdense.qat import quantize
+    from tfdense.stages.export import representative_images, to_tflite
+    from tfdense.stages.qat import quantize
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 32, 32, 3)).astype(np.float32)
@@ -93,7 +94,7 @@ def test_qat_model_converts_to_full_int8_tflite():
 
 
 def test_optional_tflite_variants_convert_and_shrink():
-    from tfdense.export import _converter_variant, to_tflite
+    from tfdense.stages.export import _converter_variant, to_tflite
 
     model = build_densenet(dataclasses.replace(TINY, growth_rate=16, bottleneck=32))
     float32 = to_tflite(model, int8=False)
@@ -108,11 +109,11 @@ def test_two_to_four_pruning_keeps_two_of_every_four_weights():
     import tensorflow_model_optimization as tfmot
 
     from tfdense.config import PruneConfig
-    from tfdense.model import kernels
-    from tfdense.prune import apply_pruning
+    from tfdense.costs import kernels
+    from tfdense.stages.prune import apply_pruning
 
     model = build_densenet(dataclasses.replace(TINY, growth_rate=8, bottleneck=16))
-    pruned = apply_pruning(model, PruneConfig(m_by_n="2:4", keep_dense=("stem",)), steps_per_epoch=4)
+    pruned = apply_pruning(model, PruneConfig(m_by_n="2:4", skip_layers=("stem",)), steps_per_epoch=4)
     pruned.compile("sgd", "categorical_crossentropy")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (32, 32, 32, 3)).astype(np.float32)
@@ -126,7 +127,7 @@ def test_two_to_four_pruning_keeps_two_of_every_four_weights():
 
 
 def test_calibration_seeds_activation_ranges_from_the_float_model():
-    from tfdense.qat import calibrate_ranges, quantize
+    from tfdense.stages.qat import calibrate_ranges, quantize
 
     model = build_densenet(TINY)
     qat = quantize(model)

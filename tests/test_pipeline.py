@@ -6,30 +6,25 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import run_cli
+from tfdense.litert import graph_stats
 from tfdense.report import pruning_curves
-from tfdense.scores import tflite_graph_stats
+from tfdense.rundir import RunDir
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, cifar10):
-    out = tmp_path_factory.mktemp("pipeline") / "run"
-    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(out), timeout=900)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return out
 
 
 def test_every_stage_writes_metrics_and_the_final_keys(smoke_run):
     metrics = json.loads((smoke_run / "metrics.json").read_text())
     assert list(metrics["stages"]) == ["train", "prune", "qat", "export", "evaluate"]
-    for key in ("test_accuracy", "tflite_bytes", "gzip_bytes", "params", "nonzero_params", "macs", "imt_score", "latency_ms"):
+    for key in ("test_accuracy", "tflite_bytes", "gzip_bytes", "weights", "nonzero_weights", "macs", "imt_score", "latency_ms"):
         assert key in metrics, key
     assert metrics["tflite_bytes"] == (smoke_run / "model_int8.tflite").stat().st_size
     assert 0 < metrics["gzip_bytes"] < metrics["tflite_bytes"]
-    for name in ("model_int8.tflite", "model_float.tflite", "model_unpruned_float.tflite", "model_ptq_int8.tflite", "labels.txt", "model_int8.cc", "model_int8.h"):
+    for name in ("model_int8.tflite", "model_uint8.tflite", "model_float.tflite", "model_unpruned_float.tflite", "model_ptq_int8.tflite", "labels.txt",
+                 "model_int8.cc", "model_int8.h"):
         assert (smoke_run / name).exists(), name
     assert (smoke_run / "labels.txt").read_text().split() [:2] == ["airplane", "automobile"]
 
@@ -43,7 +38,7 @@ def test_export_is_full_int8_taking_raw_pixels(smoke_run):
     assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
     assert inp["quantization"] == (1.0, -128)
     # Every conv/dense kernel is stored as int8.
-    assert tflite_graph_stats(smoke_run / "model_int8.tflite").weight_bits == 8
+    assert graph_stats(smoke_run / "model_int8.tflite").weight_bits == 8
 
 
 def test_prune_reaches_target_sparsity_per_layer(smoke_run):
@@ -59,22 +54,33 @@ def test_sparsity_survives_pqat_into_the_int8_file(smoke_run):
     qat = json.loads((smoke_run / "qat" / "metrics.json").read_text())
     assert qat["scheme"] == "Default8BitPrunePreserveQuantizeScheme"
     assert qat["sparsity"] == pytest.approx(prune["sparsity"], abs=1e-3)
-    stats = tflite_graph_stats(smoke_run / "model_int8.tflite")
+    stats = graph_stats(smoke_run / "model_int8.tflite")
     # int8 rounding may zero a few more tiny weights, never revive pruned ones.
     assert 0.98 * prune["nonzero_weights"] <= stats.nonzero_weights <= prune["nonzero_weights"]
 
 
 def test_keras_and_tflite_counts_agree(smoke_run):
-    metrics = json.loads((smoke_run / "metrics.json").read_text())
-    assert metrics["keras_macs"] == metrics["macs"] == 351_332  # the smoke model's hand-checked MACs
-    assert metrics["keras_weights"] == metrics["params"]
-    export = json.loads((smoke_run / "export" / "metrics.json").read_text())
-    assert export["int8_sparsity_matches"], export
-    assert export["sparse_encoding"].startswith(("kept", "not kept"))  # tried, since the model was pruned
+    evaluate = json.loads((smoke_run / "evaluate" / "metrics.json").read_text())
+    assert evaluate["keras_macs"] == evaluate["deployed"]["macs"] == 351_332  # the smoke model's hand-checked MACs
+    assert evaluate["keras_weights"] == evaluate["deployed"]["weights"]
+
+
+def test_only_the_evaluate_stage_reports_test_accuracy(smoke_run):
+    for stage in ("train", "prune", "qat", "export"):
+        assert "test_accuracy" not in (smoke_run / stage / "metrics.json").read_text(), stage
+    assert "test_accuracy" in json.loads((smoke_run / "evaluate" / "metrics.json").read_text())["deployed"]
+
+
+def test_sparse_encoding_is_kept_only_when_smaller(smoke_run):
+    files = json.loads((smoke_run / "export" / "metrics.json").read_text())["files"]
+    sparse = smoke_run / "model_int8_sparse.tflite"
+    assert sparse.exists() == ("model_int8_sparse.tflite" in files)
+    if sparse.exists():
+        assert sparse.stat().st_size < (smoke_run / "model_int8.tflite").stat().st_size
 
 
 def test_tensorboard_events_hold_the_pruning_curves(smoke_run):
-    curves = pruning_curves(smoke_run)
+    curves = pruning_curves(RunDir(smoke_run))
     assert "conv2_block1_2_conv" in curves and "stem_conv" not in curves
     points = curves["conv2_block1_2_conv"]
     assert len(points) >= 4, points
@@ -86,7 +92,7 @@ def test_int8_tflite_agrees_with_the_qat_keras_model(smoke_run):
     evaluate = json.loads((smoke_run / "evaluate" / "metrics.json").read_text())
     # The smoke model is barely trained (near-tied scores flip under rounding); the quick
     # preset's figure is in the README.
-    assert evaluate["agreement_with_qat_keras"] >= 0.9
+    assert evaluate["agreement_with_keras"] >= 0.9
 
 
 def test_completed_stages_are_skipped_on_rerun(smoke_run):
@@ -109,3 +115,19 @@ def test_report_writes_table_and_plots(smoke_run, tmp_path):
     assert "| QAT int8 (deployed) |" in text and "| prune (float32) |" in text
     for png in ("accuracy_vs_bytes.png", "accuracy_vs_macs.png", "pruning_curves.png"):
         assert (tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_logs_its_config_and_figures_for_the_hparams_dashboard(smoke_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    (events,) = (smoke_run / "logs" / "hparams").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events), size_guidance={"tensors": 0})
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["model.growth_rate"].number_value == 4 and hparams["prune.target_sparsity"].number_value == 0.5
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    logged = {tag: float(tf.make_ndarray(acc.Tensors(tag)[0].tensor_proto)) for tag in acc.Tags()["tensors"] if not tag.startswith("_hparams_")}
+    assert logged["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert logged["tflite_bytes"] == metrics["tflite_bytes"] and "train_val_accuracy" in logged

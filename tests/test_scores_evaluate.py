@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
-from tfdense.scores import imt_score, micronet_score, tflite_graph_stats
+from conftest import run_cli
+from tfdense.litert import graph_stats
+from tfdense.scores import imt_score, micronet_score
 
-PEERS = REPO.parent / "shared" / "peers" / "mlperf-tiny"
-RESNET8 = PEERS / "pretrainedResnet_quant.tflite"
-needs_peers = pytest.mark.skipif(not RESNET8.exists(), reason="MLPerf Tiny peers not beside the checkout (../shared)")
+from tfdense.peers import RESNET8
 
 
 def test_imt_score_matches_hand_calculation():
@@ -35,22 +34,21 @@ def test_micronet_score_matches_hand_calculation():
     assert sparse["micronet_params"] == 400 * 0.25 + 1_000 / 32  # nonzeros plus a 1-bit mask
 
 
-@needs_peers
 def test_graph_counts_of_resnet8_match_its_provenance():
-    stats = tflite_graph_stats(RESNET8)
+    stats = graph_stats(RESNET8)
     assert (stats.weights, stats.macs, stats.weight_bits) == (77_360, 12_501_632, 8)
     assert "CONV_2D" in stats.ops and "FULLY_CONNECTED" in stats.ops
 
 
-@needs_peers
 @pytest.mark.slow
 def test_evaluator_reproduces_resnet8_accuracy(cifar10, tmp_path):
-    result = run_cli("tfdense.evaluate", str(RESNET8), "--latency-images", "20", "--json", str(tmp_path / "r.json"), timeout=300)
+    result = run_cli("tfdense.evaluate", "--peers", "mlperf-tiny", "--latency-images", "20", "--json", str(tmp_path / "r.json"), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| pretrainedResnet_quant.tflite | 86.97 % | 98,496 |" in result.stdout
     import json
 
-    (entry,) = json.loads((tmp_path / "r.json").read_text())
+    entry, large = json.loads((tmp_path / "r.json").read_text())
+    assert large["test_accuracy"] == pytest.approx(0.9131, abs=5e-5)
     assert np.array(entry["confusion_matrix"]).sum() == 10_000
     assert entry["input_quantization"] == [1.0, -128.0]
 
@@ -58,7 +56,7 @@ def test_evaluator_reproduces_resnet8_accuracy(cifar10, tmp_path):
 def _tiny_tflite(input_shape, outputs: int) -> bytes:
     import tf_keras as keras
 
-    from tfdense.export import to_tflite
+    from tfdense.stages.export import to_tflite
 
     inputs = keras.Input(input_shape)
     x = keras.layers.Flatten()(inputs)
@@ -87,7 +85,7 @@ def test_evaluator_rejects_unusable_models(tmp_path, content, message):
 
 def test_prune_schedule_ends_on_a_mask_update_step():
     from tfdense.config import PruneConfig
-    from tfdense.prune import check_sparsity, pruning_schedule
+    from tfdense.stages.prune import check_sparsity, pruning_schedule
 
     schedule = pruning_schedule(PruneConfig(epochs=3, frequency=50, ramp_fraction=0.7), steps_per_epoch=351)
     assert schedule.end_step % 50 == 0 and schedule.end_step <= 3 * 351

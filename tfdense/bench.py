@@ -10,6 +10,7 @@ bottleneck when it is >= 0.9), inference img/s, and the input pipeline alone.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -52,8 +53,9 @@ def benchmark(config: RunConfig, steps: int = 40, warmup_steps: int = 8) -> dict
     import tensorflow as tf
 
     from tfdense import data as data_lib
-    from tfdense.model import build_densenet, model_costs
-    from tfdense.train import compile_for_training, make_optimizer
+    from tfdense import fitting
+    from tfdense.costs import model_costs
+    from tfdense.model import build_densenet
 
     train = config.train
     data = data_lib.prepare(config.data)
@@ -66,8 +68,8 @@ def benchmark(config: RunConfig, steps: int = 40, warmup_steps: int = 8) -> dict
     pipeline_only = steps * bs / (time.perf_counter() - start)
 
     model = build_densenet(config.model)
-    steps_per_epoch = len(data.x_train) // bs
-    compile_for_training(model, make_optimizer(train, steps_per_epoch), train)
+    recipe = fitting.Recipe.for_stage(config, "train")
+    fitting.compile_model(model, recipe, fitting.steps_per_epoch(len(data.x_train), bs))
     batch = next(iter(pipeline))
     in_memory = tf.data.Dataset.from_tensors(batch).repeat()
     model_only = _time_fit(model, in_memory, steps, warmup_steps) * bs
@@ -83,7 +85,7 @@ def benchmark(config: RunConfig, steps: int = 40, warmup_steps: int = 8) -> dict
         predict(images).numpy()
     inference = repeats * infer_bs / (time.perf_counter() - start)
     return {
-        **model_costs(model),
+        **dataclasses.asdict(model_costs(model)),
         "batch_size": bs,
         "train_img_per_s_pipeline": through_pipeline,
         "train_img_per_s_model_only": model_only,

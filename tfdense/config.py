@@ -42,11 +42,10 @@ class DenseNetConfig:
     transition_pool: str = "max"  # "max": 1x1 conv + 2x2 max pool; "conv": the 1x1 conv strided 2
     groups: int = 1  # groups of the 3x3 convs (falls back to 1 where widths don't divide)
     dropout: float = 0.0  # before the classifier
-    num_classes: int = 10
 
     def __post_init__(self) -> None:
         s = self.section
-        for f in ("stem_filters", "stem_kernel", "stem_stride", "growth_rate", "groups", "num_classes"):
+        for f in ("stem_filters", "stem_kernel", "stem_stride", "growth_rate", "groups"):
             _require(getattr(self, f) >= 1, f"{s}.{f}", "must be >= 1", getattr(self, f))
         _require(self.stem_stride <= 2, f"{s}.stem_stride", "must be 1 or 2", self.stem_stride)
         _require(self.bottleneck >= 0, f"{s}.bottleneck", "must be >= 0 (0 = none)", self.bottleneck)
@@ -91,7 +90,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The float training recipe: SGD + Nesterov, warm-up then cosine or one-cycle decay."""
+    """The float training recipe: SGD + Nesterov, linear warm-up then cosine or linear decay to 0.
+
+    The prune and QAT stages fine-tune with this same recipe (batch size, momentum, weight
+    decay, label smoothing, seed, and the `data` augmentation); only their epochs and learning
+    rate are their own.
+    """
 
     section: ClassVar[str] = "train"
     epochs: int = 150
@@ -103,10 +107,21 @@ class TrainConfig:
     # classic 5e-4 L2 penalty does through momentum 0.9. BN and biases are exempt.
     weight_decay: float = 5e-3
     warmup_epochs: float = 2.0
-    schedule: str = "cosine"  # "cosine": linear warm-up, cosine to 0; "onecycle": triangle up/down
+    schedule: str = "cosine"  # after the warm-up: "cosine" or "linear" decay to 0
     label_smoothing: float = 0.1
+    # Exponential moving average of the weights, updated every step (e.g. 0.999); 0 = off.
+    # Validation, the best checkpoint and the kept model use the average. Train stage only:
+    # an average would revive pruned weights and blur QAT's ranges.
+    ema_momentum: float = 0.0
+    # Knowledge distillation (train stage): a trained Keras model file (e.g. another run's
+    # train/model.h5) whose softened predictions on the same augmented batch the student also
+    # fits; loss = (1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T). "" = off.
+    teacher: str = ""
+    distill_alpha: float = 0.5
+    distill_temperature: float = 4.0
     seed: int = 0
-    # XLA-compile the train step: measured 2x slower than oneDNN on this CPU (README, Speed).
+    # XLA-compile the train and prune steps (QAT's fake-quant wrappers always run without):
+    # measured 28 % slower than oneDNN on a 2-core CPU (README, Speed).
     jit_compile: bool = False
     verbose: int = 1  # Keras progress: 1 = bar with ETA, 2 = one line per epoch
 
@@ -118,14 +133,22 @@ class TrainConfig:
         _require(0 <= self.momentum < 1, f"{s}.momentum", "must be in [0, 1)", self.momentum)
         _require(self.weight_decay >= 0, f"{s}.weight_decay", "must be >= 0", self.weight_decay)
         _require(0 <= self.warmup_epochs < self.epochs, f"{s}.warmup_epochs", "must be in [0, epochs)", self.warmup_epochs)
-        _require(self.schedule in ("cosine", "onecycle"), f"{s}.schedule", "must be 'cosine' or 'onecycle'", self.schedule)
+        _require(self.schedule in ("cosine", "linear"), f"{s}.schedule", "must be 'cosine' or 'linear'", self.schedule)
         _require(0 <= self.label_smoothing < 1, f"{s}.label_smoothing", "must be in [0, 1)", self.label_smoothing)
+        _require(0 <= self.ema_momentum < 1, f"{s}.ema_momentum", "must be in [0, 1) (0 = off)", self.ema_momentum)
+        _require(0 <= self.distill_alpha <= 1, f"{s}.distill_alpha", "must be in [0, 1]", self.distill_alpha)
+        _require(self.distill_temperature > 0, f"{s}.distill_temperature", "must be > 0", self.distill_temperature)
         _require(self.verbose in (0, 1, 2), f"{s}.verbose", "must be 0, 1 or 2", self.verbose)
 
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """Magnitude pruning with TF-MOT (the `prune` stage)."""
+    """Magnitude pruning with TF-MOT (the `prune` stage).
+
+    Unstructured: sparsity ramps from `initial_sparsity` to `target_sparsity` (`schedule`,
+    `ramp_fraction`, masks updated every `frequency` steps). `m_by_n="2:4"` instead keeps the
+    2 largest of every 4 weights from the first step: 50 % by construction, no ramp.
+    """
 
     section: ClassVar[str] = "prune"
     target_sparsity: float = 0.5
@@ -135,7 +158,7 @@ class PruneConfig:
     ramp_fraction: float = 0.7
     frequency: int = 50  # steps between mask updates (TF-MOT's default of 100 never fires in short runs)
     m_by_n: str = ""  # "2:4" for structured M:N sparsity; "" = unstructured
-    keep_dense: tuple[str, ...] = ("stem", "predictions")  # layer-name prefixes left unpruned
+    skip_layers: tuple[str, ...] = ("stem", "predictions")  # layer-name prefixes left unpruned
     learning_rate: float = 0.01
 
     def __post_init__(self) -> None:
@@ -147,6 +170,9 @@ class PruneConfig:
         _require(0 < self.ramp_fraction <= 1, f"{s}.ramp_fraction", "must be in (0, 1]", self.ramp_fraction)
         _require(self.frequency >= 1, f"{s}.frequency", "must be >= 1", self.frequency)
         _require(self.m_by_n in ("", "2:4"), f"{s}.m_by_n", "must be '' or '2:4'", self.m_by_n)
+        if self.m_by_n:
+            _require(self.target_sparsity == 0.5, f"{s}.target_sparsity", "must be 0.5 with m_by_n=2:4 (2 of 4 kept)", self.target_sparsity)
+            _require(self.initial_sparsity == 0, f"{s}.initial_sparsity", "must be 0 with m_by_n=2:4 (no ramp)", self.initial_sparsity)
         _require(self.learning_rate > 0, f"{s}.learning_rate", "must be > 0", self.learning_rate)
 
 
@@ -176,6 +202,9 @@ class ExportConfig:
     dynamic_range: bool = False  # also an int8-weights / float-activations variant
     float16: bool = False  # also a float16-weights variant
     sparse_encoding: bool = True  # try TFLite's sparse weight format when pruned; kept only if it pays
+    # Drop tensor names, signatures and activation min/max from the int8 files (outputs stay
+    # bit-identical; see tfdense.footprint for what a user loses).
+    strip: bool = True
 
     def __post_init__(self) -> None:
         _require(self.calibration_images >= 1, f"{self.section}.calibration_images", "must be >= 1", self.calibration_images)
@@ -356,6 +385,28 @@ def resolve(preset: str, config_file: str | None = None, overrides: list[str] = 
     return apply_overrides(config, list(overrides))
 
 
+# Keys and values renamed or retired since runs were first saved, so older run directories
+# still resume and load: (section, old name) -> new name, or None when retired.
+RENAMED_KEYS = {("prune", "keep_dense"): "skip_layers", ("model", "num_classes"): None}
+RENAMED_VALUES = {("train", "schedule", "onecycle"): "linear"}
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config dict in today's names (see `RENAMED_KEYS`); the input is not modified."""
+    result = {}
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            result[section] = values
+            continue
+        new = {}
+        for key, value in values.items():
+            key = RENAMED_KEYS.get((section, key), key)
+            if key is not None:
+                new[key] = RENAMED_VALUES.get((section, key, value), value) if isinstance(value, str) else value
+        result[section] = new
+    return result
+
+
 def from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuilds a RunConfig saved with `to_dict` (e.g. a run directory's config.json)."""
-    return apply_dict(RunConfig(), data)
+    return apply_dict(RunConfig(), migrate(data))

@@ -10,6 +10,7 @@ reporting; model selection uses the stratified validation split from `split_trai
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -29,10 +30,12 @@ from typing import Callable
 import numpy as np
 
 import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
+from tfdense.rundir import write_atomic
 
 Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+NUM_CLASSES = len(CLASS_NAMES)
 
 # Of the decoded arrays: x uint8 (N, 32, 32, 3) HWC RGB, y uint8 (N,), as the dataset's
 # official python pickles give them in the original order.
@@ -191,18 +194,10 @@ def _cache_file(cache_dir: Path) -> Path:
 def write_cache(arrays: Arrays, cache_dir: Path) -> Path:
     """Writes the verified arrays atomically: a reader never sees a half-written cache."""
     (x_train, y_train), (x_test, y_test) = arrays
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     target = _cache_file(cache_dir)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".cifar10-", suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, buffer.getvalue())
     return target
 
 
@@ -401,7 +396,7 @@ def mixup(images, labels, alpha: float):
     return mixed, lam[:, None] * labels + (1 - lam[:, None]) * tf.gather(labels, partner)
 
 
-def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, config, seed: int = 0, num_classes: int = 10):
+def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, config, seed: int = 0):
     """Shuffled, augmented, batched, prefetched (float32 0..255 images, one-hot labels).
 
     The uint8 arrays stay in memory as one tensor; each step gathers a batch of indices, so
@@ -410,7 +405,7 @@ def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, config, seed: i
     import tensorflow as tf
 
     images = tf.constant(x)
-    labels = tf.one_hot(tf.constant(y, dtype=tf.int32), num_classes)
+    labels = tf.one_hot(tf.constant(y, dtype=tf.int32), NUM_CLASSES)
     n = len(x)
 
     def augment(idx):
@@ -432,29 +427,36 @@ def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, config, seed: i
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int = 500, num_classes: int = 10):
+def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int = 500):
     """Unaugmented, in order, float32 images with one-hot labels."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).batch(batch_size)
-    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), tf.one_hot(b, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), tf.one_hot(b, NUM_CLASSES)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 @dataclass(frozen=True)
 class Cifar:
-    """The split arrays a run uses: train/val from the training set, test held out."""
+    """The arrays model selection may see: train and validation, both from the training set.
+
+    The test set is not here: only the evaluate stage reads it, through `load_test`.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
 
 
 def prepare(config) -> Cifar:
     """Loads, verifies and splits CIFAR-10 as a `DataConfig` says."""
-    (x, y), (x_test, y_test) = load_cifar10(config.data_dir)
+    (x, y), _ = load_cifar10(config.data_dir)
     split = split_train_val(y, config.val_size, config.split_seed, config.train_subset)
-    return Cifar(x[split.train], y[split.train], x[split.val], y[split.val], x_test, y_test)
+    return Cifar(x[split.train], y[split.train], x[split.val], y[split.val])
+
+
+def load_test(config) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 test images and labels, for final reporting only."""
+    _, test = load_cifar10(config.data_dir)
+    return test

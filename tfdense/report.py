@@ -1,6 +1,6 @@
 """A Markdown table and PNG plots of runs, next to the MLPerf Tiny peers, measured in one process.
 
-    python -m tfdense.report runs/quick [runs/other ...] --peers ../shared/peers/mlperf-tiny/*.tflite --out report/
+    python -m tfdense.report runs/quick [runs/other ...] --peers mlperf-tiny --out report/
 
 Every .tflite of every run (and every peer) is evaluated again here by the same LiteRT
 evaluator on the 10,000 test images, so accuracies and latencies are comparable. Writes
@@ -19,15 +19,20 @@ from typing import Any
 import numpy as np
 
 import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
-from tfdense.runio import write_json_atomic
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-def pruning_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+from tfdense.data import load_cifar10
+from tfdense.litert import evaluate_tflite, format_table
+from tfdense.metrics import ModelMetrics
+from tfdense.peers import PEER_SETS, peer_files
+from tfdense.rundir import RunDir, write_json
+
+
+def pruning_curves(run_dir: RunDir) -> dict[str, list[tuple[int, float]]]:
     """Per-layer `(step, sparsity)` points from the prune stage's TensorBoard events."""
-    import tensorflow as tf
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     curves: dict[str, list[tuple[int, float]]] = {}
-    for events in sorted((run_dir / "logs" / "prune").rglob("events.out.tfevents.*")):
+    for events in sorted(run_dir.logs("prune").rglob("events.out.tfevents.*")):
         acc = EventAccumulator(str(events), size_guidance={"tensors": 0, "scalars": 0})
         acc.Reload()
         for tag in acc.Tags().get("tensors", []) + acc.Tags().get("scalars", []):
@@ -42,8 +47,8 @@ def pruning_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {k: sorted(set(v)) for k, v in curves.items()}
 
 
-def stage_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per stage of a run: the file that shows that stage's effect."""
+def stage_rows(measured: dict[str, ModelMetrics]) -> list[tuple[str, ModelMetrics]]:
+    """One `(stage, metrics)` row per stage of a run: the file that shows that stage's effect."""
     pruned = "model_unpruned_float.tflite" in measured
     files = [("train (float32)", "model_unpruned_float.tflite" if pruned else "model_float.tflite")]
     if pruned:
@@ -53,10 +58,11 @@ def stage_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         ("QAT int8 (deployed)", "model_int8.tflite"),
         ("QAT int8, sparse encoding", "model_int8_sparse.tflite"),
     ]
-    return [{"stage": stage, **measured[name]} for stage, name in files if name in measured]
+    return [(stage, measured[name]) for stage, name in files if name in measured]
 
 
 def _scatter(points: list[dict[str, Any]], key: str, xlabel: str, path: Path) -> None:
+    """Accuracy against `key` for every point (`label`, `kind` ours/peer, `test_accuracy`, `key`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,36 +112,27 @@ def _plot_curves(curves_by_run: dict[str, dict[str, list[tuple[int, float]]]], p
 
 def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_images: int = 300) -> dict[str, Any]:
     """Evaluates everything in this process and writes the report files into `out`."""
-    from tfdense.data import load_cifar10
-    from tfdense.evaluate import evaluate_tflite, format_table, with_scores
-
     _, (x_test, y_test) = load_cifar10()
     out.mkdir(parents=True, exist_ok=True)
 
-    def measure(path: Path) -> dict[str, Any]:
+    def measure(path: Path) -> ModelMetrics:
         print(f"[tfdense] evaluating {path} ...", file=sys.stderr, flush=True)
-        result = with_scores(evaluate_tflite(path, x_test, y_test, 1, latency_images))
-        result.pop("predictions")
-        return result
+        return evaluate_tflite(path, x_test, y_test, 1, latency_images)[0]
 
     sections, points, curves_by_run, everything = [], [], {}, {}
-    for run_dir in run_dirs:
-        measured = {p.name: measure(p) for p in sorted(run_dir.glob("model_*.tflite"))}
-        rows = stage_rows(measured)
-        for r in rows:
-            r["label"] = r["stage"]
-            points.append({**r, "label": f"{run_dir.name}: {r['stage'].split(' (')[0]}", "kind": "ours"})
-        sections.append(f"### {run_dir}\n\n" + format_table(rows, "stage"))
-        everything[str(run_dir)] = rows
+    for path in run_dirs:
+        run_dir = RunDir(path)
+        rows = stage_rows({p.name: measure(p) for p in run_dir.tflite_files()})
+        for stage, m in rows:
+            points.append({**m.to_dict(), "label": f"{path.name}: {stage.split(' (')[0]}", "kind": "ours"})
+        sections.append(f"### {path}\n\n" + format_table(rows, "stage"))
+        everything[str(path)] = [{"stage": stage, **m.to_dict()} for stage, m in rows]
         curves = pruning_curves(run_dir)
         if curves:
-            curves_by_run[run_dir.name] = curves
-    peer_rows = []
-    for peer in peers:
-        r = measure(peer)
-        peer_rows.append({**r, "label": peer.stem})
-        points.append({**r, "label": peer.stem, "kind": "peer"})
-    everything["peers"] = peer_rows
+            curves_by_run[path.name] = curves
+    peer_rows = [(peer.stem, measure(peer)) for peer in peers]
+    points += [{**m.to_dict(), "label": label, "kind": "peer"} for label, m in peer_rows]
+    everything["peers"] = [{"peer": label, **m.to_dict()} for label, m in peer_rows]
 
     _scatter(points, "tflite_bytes", ".tflite bytes (log)", out / "accuracy_vs_bytes.png")
     _scatter(points, "macs", "MACs per image (log)", out / "accuracy_vs_macs.png")
@@ -150,32 +147,33 @@ def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_ima
         *[s + "\n" for s in sections],
     ]
     if peer_rows:
-        text += ["### Peers (MLPerf Tiny)", "", format_table(peer_rows, "peer"), ""]
+        text += ["### Peers", "", format_table(peer_rows, "peer"), ""]
     text += ["![accuracy vs bytes](accuracy_vs_bytes.png)", "", "![accuracy vs MACs](accuracy_vs_macs.png)", ""]
     if curves_by_run:
         text += ["![pruning curves](pruning_curves.png)", ""]
     (out / "report.md").write_text("\n".join(text))
-    write_json_atomic(out / "report.json", everything)
+    write_json(out / "report.json", everything)
     return everything
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfdense.report", description="Markdown table and plots of tfdense runs beside peer models.")
     parser.add_argument("runs", nargs="+", help="run directories (with metrics.json and model_*.tflite)")
-    parser.add_argument("--peers", nargs="*", default=[], help="peer .tflite files (e.g. ../shared/peers/mlperf-tiny/*.tflite)")
+    parser.add_argument("--peers", nargs="*", default=[], help=f"peer .tflite files, or a peer set shipped with tfdense ({', '.join(PEER_SETS)})")
     parser.add_argument("--out", default="report", help="output folder (default: report/)")
     parser.add_argument("--latency-images", type=int, default=300)
     args = parser.parse_args(argv)
     runs = [Path(r) for r in args.runs]
     for run in runs:
-        if not (run / "metrics.json").exists() or not any(run.glob("model_*.tflite")):
+        if not RunDir(run).metrics_file.exists() or not RunDir(run).tflite_files():
             print(f"error: {run} holds no exported run (metrics.json and model_*.tflite); run all stages first", file=sys.stderr)
             return 2
-    for peer in args.peers:
-        if not Path(peer).is_file():
+    peers = [p for item in args.peers for p in (peer_files(item) if item in PEER_SETS else [Path(item)])]
+    for peer in peers:
+        if not peer.is_file():
             print(f"error: peer {peer}: no such file", file=sys.stderr)
             return 2
-    build_report(runs, [Path(p) for p in args.peers], Path(args.out), args.latency_images)
+    build_report(runs, peers, Path(args.out), args.latency_images)
     print((Path(args.out) / "report.md").read_text())
     return 0
 

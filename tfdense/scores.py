@@ -1,4 +1,4 @@
-"""Efficiency scores, and weight/MAC counts read back from a .tflite graph.
+"""Efficiency scores: each formula in one documented function.
 
 Two score conventions, each in one documented function:
 
@@ -14,11 +14,6 @@ Two score conventions, each in one documented function:
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 
 IMT_WEIGHT_NORM = 5.6e6
 IMT_MAC_NORM = 2.8e8
@@ -46,60 +41,3 @@ def micronet_score(weights: int, nonzero_weights: int, macs: int, q_w: int = 8, 
         "micronet_ops": ops,
         "micronet_score": storage / MICRONET_REF_PARAMS + ops / MICRONET_REF_OPS,
     }
-
-
-@dataclass(frozen=True)
-class GraphStats:
-    """Counts read from a .tflite file's CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED ops."""
-
-    weights: int
-    nonzero_weights: int
-    macs: int
-    ops: tuple[str, ...]
-    weight_bits: int
-
-
-def tflite_graph_stats(model: str | Path | bytes) -> GraphStats:
-    """Weights, nonzero weights and MACs for one image, from the TFLite graph itself.
-
-    Filters are read as stored: for int8 (symmetric, zero point 0) a stored 0 is a real 0.
-    Filters of a sparse-encoded file are read after one invocation has densified them.
-    """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    kwargs = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
-    # Without the default XNNPACK delegate the op list is the graph's own (not one DELEGATE node).
-    interpreter = Interpreter(experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES, **kwargs)
-    interpreter.allocate_tensors()
-    if any(op["op_name"] == "DENSIFY" for op in interpreter._get_ops_details()):
-        # Densified filters exist only once the graph has run.
-        (inp,) = interpreter.get_input_details()
-        interpreter.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
-        interpreter.invoke()
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    weights = nonzero = macs = 0
-    bits = 32
-    ops = []
-    for op in interpreter._get_ops_details():
-        name = op["op_name"]
-        ops.append(name)
-        if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
-            continue
-        filt = tensors[op["inputs"][1]]
-        out_shape = tensors[op["outputs"][0]]["shape"]
-        size = int(np.prod(filt["shape"]))
-        try:
-            values = interpreter.get_tensor(filt["index"])
-            nz = int(np.count_nonzero(values))
-        except ValueError:
-            nz = size
-        bits = min(bits, np.dtype(filt["dtype"]).itemsize * 8)
-        weights += size
-        nonzero += nz
-        if name == "FULLY_CONNECTED":
-            macs += size * int(np.prod(out_shape[:-1]))
-        else:
-            # Each filter entry is used once per output position; for depthwise the filter's
-            # last axis already spans the output channels.
-            macs += size * int(out_shape[1] * out_shape[2])
-    return GraphStats(weights=weights, nonzero_weights=nonzero, macs=macs, ops=tuple(sorted(set(ops))), weight_bits=bits)

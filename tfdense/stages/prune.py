@@ -1,15 +1,13 @@
-"""The pruning stage: TF-MOT magnitude pruning with a sparsity schedule, fine-tuning, strip.
+"""The prune stage: TF-MOT magnitude pruning with a sparsity schedule, fine-tuning, strip.
 
-`prune_stage(model, data, config, workdir) -> (model, metrics)` wraps every convolution and
-dense kernel (except the layers named in `prune.keep_dense`) in `prune_low_magnitude`, fine-tunes
-while the sparsity ramps up, logs per-layer sparsity curves for TensorBoard, strips the wrappers
-and checks each layer's achieved sparsity against the target.
+Wraps every convolution and Dense kernel (except the layers named in `prune.skip_layers`) in
+`prune_low_magnitude`, fine-tunes with the shared fit loop while the sparsity ramps up, logs
+per-layer sparsity curves for TensorBoard, strips the wrappers and checks each layer's achieved
+sparsity against the target.
 """
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,11 +17,15 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 from tf_keras import layers
 
-from tfdense import data as data_lib
+from tfdense import fitting
 from tfdense.config import PruneConfig, RunConfig
-from tfdense.model import kernels, model_costs
-from tfdense.runio import write_json_atomic
+from tfdense.costs import kernels, model_costs
+from tfdense.data import Cifar
+from tfdense.metrics import PruneMetrics
+from tfdense.rundir import RunDir
+from tfdense.stages import fit_paths, load_keras_model
 
+NAME = "prune"
 _sparsity = tfmot.sparsity.keras
 
 # Achieved sparsity may miss the target by rounding (k = round(n * s) zeros per tensor).
@@ -60,9 +62,9 @@ class PruningCurves(_sparsity.PruningSummaries):
 
 
 def is_pruned_layer(layer: layers.Layer, config: PruneConfig) -> bool:
-    """Convolutions and dense layers, unless their name starts with a `keep_dense` prefix."""
+    """Convolutions and Dense layers, unless their name starts with a `skip_layers` prefix."""
     kinds = (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)
-    return isinstance(layer, kinds) and not any(layer.name.startswith(p) for p in config.keep_dense)
+    return isinstance(layer, kinds) and not any(layer.name.startswith(p) for p in config.skip_layers)
 
 
 def pruning_schedule(config: PruneConfig, steps_per_epoch: int) -> _sparsity.PruningSchedule:
@@ -123,49 +125,43 @@ def check_sparsity(per_layer: dict[str, dict[str, Any]], target: float) -> list[
     return misses
 
 
-def prune_stage(model: keras.Model, data: data_lib.Cifar, config: RunConfig, workdir: Path) -> tuple[keras.Model, dict[str, Any]]:
+def run(model: keras.Model, data: Cifar, config: RunConfig, run_dir: RunDir) -> tuple[keras.Model, PruneMetrics]:
     """Prunes and fine-tunes the trained float model; returns the stripped model and metrics."""
-    from tfdense.train import EpochLog, compile_for_training, evaluate_accuracy, make_optimizer
-
-    prune, train = config.prune, config.train
-    workdir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(train.seed + 1)
-    steps_per_epoch = len(data.x_train) // train.batch_size
-    pruned = apply_pruning(model, prune, steps_per_epoch)
-    optimizer = make_optimizer(train, steps_per_epoch, learning_rate=prune.learning_rate, epochs=prune.epochs, warmup_epochs=0)
-    compile_for_training(pruned, optimizer, train)
-    logs = workdir.parent / "logs" / workdir.name
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False),
-        _sparsity.UpdatePruningStep(),
-        PruningCurves(str(logs), every_steps=max(prune.frequency, steps_per_epoch // 10)),
-        EpochLog(workdir / "history.csv", steps_per_epoch * train.batch_size),
-    ]
-    pruned.fit(
-        data_lib.train_dataset(data.x_train, data.y_train, train.batch_size, config.data, seed=train.seed + 1),
-        validation_data=data_lib.eval_dataset(data.x_val, data.y_val),
-        epochs=prune.epochs,
-        callbacks=callbacks,
-        verbose=train.verbose,
+    prune = config.prune
+    recipe = fitting.Recipe.for_stage(config, NAME)
+    steps = fitting.steps_per_epoch(len(data.x_train), recipe.batch_size)
+    paths = fit_paths(run_dir, NAME)
+    pruned, summary = fitting.fit(
+        lambda: apply_pruning(model, prune, steps),
+        data,
+        config.data,
+        recipe,
+        paths,
+        callbacks=[_sparsity.UpdatePruningStep()],
+        tensorboard=PruningCurves(str(paths.logs), every_steps=max(prune.frequency, steps // 10)),
     )
     stripped = _sparsity.strip_pruning(pruned)
-    stripped.save(str(workdir / "model.h5"), include_optimizer=False)
+    stripped.save(str(run_dir.model(NAME)), include_optimizer=False)
     per_layer = kernel_sparsity(stripped, prune)
-    target = 0.5 if prune.m_by_n else prune.target_sparsity
-    misses = check_sparsity(per_layer, target)
+    misses = check_sparsity(per_layer, prune.target_sparsity)
     costs = model_costs(stripped)
     zeros = sum(e["zeros"] for e in per_layer.values())
-    metrics = {
-        "val_accuracy": evaluate_accuracy(stripped, data.x_val, data.y_val),
-        "test_accuracy": evaluate_accuracy(stripped, data.x_test, data.y_test),
-        **costs,
-        "nonzero_weights": costs["weights"] - zeros,
-        "sparsity": zeros / costs["weights"],
-        "target_sparsity": target,
-        "sparsity_within_tolerance": not misses,
-        "sparsity_misses": misses,
-        "per_layer_sparsity": {k: round(v["sparsity"], 4) for k, v in per_layer.items()},
-    }
-    write_json_atomic(workdir / "metrics.json", metrics)
-    shutil.rmtree(workdir / "backup", ignore_errors=True)
+    metrics = PruneMetrics(
+        val_accuracy=fitting.accuracy(stripped, data.x_val, data.y_val),
+        weights=costs.weights,
+        nonzero_weights=costs.weights - zeros,
+        macs=costs.macs,
+        sparsity=zeros / costs.weights,
+        target_sparsity=prune.target_sparsity,
+        sparsity_within_tolerance=not misses,
+        sparsity_misses=misses,
+        per_layer_sparsity={k: round(v["sparsity"], 4) for k, v in per_layer.items()},
+        train_seconds=summary.train_seconds,
+    )
+    run_dir.write_stage_metrics(NAME, metrics.to_dict())
+    fitting.discard_backup(paths)
     return stripped, metrics
+
+
+def load(run_dir: RunDir) -> keras.Model:
+    return load_keras_model(run_dir.require(run_dir.model(NAME), NAME))

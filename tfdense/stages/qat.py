@@ -1,19 +1,15 @@
-"""Quantization-aware training with TF-MOT (8-bit weights and activations).
+"""The qat stage: quantization-aware fine-tuning with TF-MOT (8-bit weights and activations).
 
 `quantize(model)` wraps every layer for QAT; each Conv -> BN -> ReLU is folded by TF-MOT's own
 transforms, and the in-model pixel scale (a `Rescaling` TF-MOT's registry does not know) gets a
-fixed [0, 1] output range on which its int8 form is exact. A pruned
-model is quantized with the prune-preserving scheme so that fine-tuning keeps its zeros.
+fixed [0, 1] output range on which its int8 form is exact. When the prune stage ran, the model
+is quantized with the prune-preserving scheme so that fine-tuning keeps its zeros.
 `calibrate_ranges` seeds the activation ranges before fine-tuning.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 import sys
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,11 +18,15 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from tfdense import data as data_lib
+from tfdense import fitting
 from tfdense.config import RunConfig
-from tfdense.model import model_costs, weight_zero_fraction
-from tfdense.runio import write_json_atomic
+from tfdense.costs import model_costs, weight_zero_fraction
+from tfdense.data import Cifar
+from tfdense.metrics import QatMetrics
+from tfdense.rundir import RunDir
+from tfdense.stages import fit_paths, float_source, load_keras_model
 
+NAME = "qat"
 _q = tfmot.quantization.keras
 
 
@@ -140,59 +140,50 @@ def calibrate_ranges(qat_model: keras.Model, float_model: keras.Model, images: n
     return len(targets)
 
 
-def load_qat_model(path: Path) -> keras.Model:
-    with quantize_scope():
-        return keras.models.load_model(str(path), compile=False)
-
-
-def qat_stage(model: keras.Model, data: data_lib.Cifar, config: RunConfig, workdir: Path) -> tuple[keras.Model, dict[str, Any]]:
+def run(model: keras.Model, data: Cifar, config: RunConfig, run_dir: RunDir) -> tuple[keras.Model, QatMetrics]:
     """Fine-tunes `model` with fake-quantized 8-bit weights and activations.
 
-    A pruned input (zeros in its kernels) gets the prune-preserving scheme.
+    When the prune stage ran, its zeros are kept (`Default8BitPrunePreserveQuantizeScheme`).
     """
-    from tfdense.train import EpochLog, compile_for_training, evaluate_accuracy, make_optimizer
+    qat = config.qat
+    recipe = fitting.Recipe.for_stage(config, NAME)
+    preserve = float_source(run_dir) == "prune"
+    sample = np.random.default_rng(recipe.seed).choice(len(data.x_train), size=min(qat.calibration_images, len(data.x_train)), replace=False)
+    calibrated = []
 
-    qat, train = config.qat, config.train
-    workdir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(train.seed + 2)
-    sparsity_in = weight_zero_fraction(model)
-    preserve = sparsity_in > 0.05  # a dense float model has (almost) no exact zeros
-    quantized = quantize(model, preserve_sparsity=preserve)
-    sample = np.random.default_rng(train.seed).choice(len(data.x_train), size=min(qat.calibration_images, len(data.x_train)), replace=False)
-    calibrated = calibrate_ranges(quantized, model, data.x_train[np.sort(sample)])
-    steps_per_epoch = len(data.x_train) // train.batch_size
-    optimizer = make_optimizer(train, steps_per_epoch, learning_rate=qat.learning_rate, epochs=qat.epochs, warmup_epochs=0)
-    compile_for_training(quantized, optimizer, dataclasses.replace(train, jit_compile=False))
-    quantized.fit(
-        data_lib.train_dataset(data.x_train, data.y_train, train.batch_size, config.data, seed=train.seed + 2),
-        validation_data=data_lib.eval_dataset(data.x_val, data.y_val),
-        epochs=qat.epochs,
-        callbacks=[
-            keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False),
-            EpochLog(workdir / "history.csv", steps_per_epoch * train.batch_size),
-        ],
-        verbose=train.verbose,
-    )
-    quantized.save(str(workdir / "model.h5"), include_optimizer=False)
-    float_val = evaluate_accuracy(model, data.x_val, data.y_val)
-    sparsity_out = weight_zero_fraction(quantized)
-    val_accuracy = evaluate_accuracy(quantized, data.x_val, data.y_val)
+    def build() -> keras.Model:
+        quantized = quantize(model, preserve_sparsity=preserve)
+        calibrated.append(calibrate_ranges(quantized, model, data.x_train[np.sort(sample)]))
+        return quantized
+
+    paths = fit_paths(run_dir, NAME)
+    quantized, summary = fitting.fit(build, data, config.data, recipe, paths)
+    quantized.save(str(run_dir.model(NAME)), include_optimizer=False)
+    float_val = fitting.accuracy(model, data.x_val, data.y_val)
+    val_accuracy = fitting.accuracy(quantized, data.x_val, data.y_val)
     if val_accuracy < float_val - 0.03:
         print(
             f"[tfdense] warning: QAT validation accuracy {val_accuracy:.4f} is {float_val - val_accuracy:.1%} below "
             f"the float model's {float_val:.4f}; try more qat.epochs or a lower qat.learning_rate",
             file=sys.stderr,
         )
-    metrics = {
-        "val_accuracy": val_accuracy,
-        "float_val_accuracy": float_val,
-        "test_accuracy": evaluate_accuracy(quantized, data.x_test, data.y_test),
-        **model_costs(quantized),
-        "scheme": "Default8BitPrunePreserveQuantizeScheme" if preserve else "Default8BitQuantizeScheme",
-        "sparsity_before": sparsity_in,
-        "calibrated_ranges": calibrated,
-        "sparsity": sparsity_out,
-    }
-    write_json_atomic(workdir / "metrics.json", metrics)
-    shutil.rmtree(workdir / "backup", ignore_errors=True)
+    costs = model_costs(quantized)
+    sparsity = weight_zero_fraction(quantized)
+    metrics = QatMetrics(
+        val_accuracy=val_accuracy,
+        float_val_accuracy=float_val,
+        weights=costs.weights,
+        nonzero_weights=round(costs.weights * (1 - sparsity)),
+        macs=costs.macs,
+        sparsity=sparsity,
+        scheme="Default8BitPrunePreserveQuantizeScheme" if preserve else "Default8BitQuantizeScheme",
+        calibrated_ranges=calibrated[0],
+        train_seconds=summary.train_seconds,
+    )
+    run_dir.write_stage_metrics(NAME, metrics.to_dict())
+    fitting.discard_backup(paths)
     return quantized, metrics
+
+
+def load(run_dir: RunDir) -> keras.Model:
+    return load_keras_model(run_dir.require(run_dir.model(NAME), NAME), quantize_scope)

@@ -1,0 +1,84 @@
+"""The import structure: one way, CLIs -> pipeline -> stages -> shared modules, no cycles."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import REPO
+
+CLIS = {"tfdense.train", "tfdense.evaluate", "tfdense.report", "tfdense.bench", "tfdense.predict", "tfdense.ship", "tfdense.ablate",
+        "tuning.search"}  # tfdense.footprint is a shared module that also has a __main__
+PIPELINE = {"tfdense.pipeline"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every project module -> the project modules it imports anywhere (functions included)."""
+    files = [p for package in ("tfdense", "tuning") for p in (REPO / package).rglob("*.py")]
+    modules = {module_name(p): p for p in files}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                candidates = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                candidates = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            targets |= {c for c in candidates if c in modules and c != name and c not in ("tfdense",)}
+        graph[name] = targets
+    return graph
+
+
+def layer(name: str) -> int:
+    if name in CLIS:
+        return 3
+    if name in PIPELINE:
+        return 2
+    if name.startswith("tfdense.stages.") or name.startswith("tuning."):
+        return 1
+    return 0  # shared modules (and the tfdense.stages package helpers)
+
+
+def test_imports_only_flow_downwards():
+    offenders = []
+    for source, targets in import_graph().items():
+        for target in targets:
+            downward = layer(target) < layer(source)
+            same_layer_allowed = layer(source) == 0 and layer(target) == 0
+            helper = target in ("tfdense.stages", "tuning") and layer(source) == 1
+            # The tuning package's own modules may use each other (acyclic, checked below);
+            # stages never import one another.
+            within_tuning = source.startswith("tuning.") and target.startswith("tuning.") and layer(source) == 1
+            if not (downward or same_layer_allowed or helper or within_tuning):
+                offenders.append(f"{source} -> {target}")
+    assert not offenders, offenders
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            assert state.get(nxt) != 1, " -> ".join(trail + [node, nxt])
+            if nxt not in state:
+                visit(nxt, trail + [node])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])
+
+
+def test_the_tuner_never_imports_a_stage_or_the_pipeline():
+    for source, targets in import_graph().items():
+        if source.startswith("tuning"):
+            assert not any(t.startswith("tfdense.stages") or t in PIPELINE for t in targets), (source, targets)

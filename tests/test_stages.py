@@ -1,0 +1,151 @@
+"""Each stage in-process on a tiny model and a few dozen synthetic images: a failure names the stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from tfdense import fitting
+from tfdense.config import PRESETS, DataConfig, DenseNetConfig, EvaluateConfig, ExportConfig, PruneConfig, QatConfig, TrainConfig
+from tfdense.data import Cifar
+from tfdense.litert import TFLiteClassifier, graph_stats
+from tfdense.rundir import RunDir, RunDirError
+from tfdense.stages import evaluate, export, prune, qat, train
+
+CONFIG = dataclasses.replace(
+    PRESETS["smoke"],
+    model=DenseNetConfig(name="tiny", stem_filters=8, block_layers=(1, 1), growth_rate=4, bottleneck=8),
+    data=DataConfig(train_subset=0),
+    train=TrainConfig(epochs=2, batch_size=16, warmup_epochs=0.5, verbose=0),
+    prune=PruneConfig(epochs=1, frequency=2, target_sparsity=0.5, ramp_fraction=0.5),
+    qat=QatConfig(epochs=1, calibration_images=16),
+    export=ExportConfig(calibration_images=8),
+    evaluate=EvaluateConfig(latency_images=5),
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    # Learnable: the class sets the mean brightness of the image.
+    y = rng.integers(0, 10, 96).astype(np.uint8)
+    x = np.clip(rng.normal(y[:, None, None, None] * 25.0, 20.0, (96, 32, 32, 3)), 0, 255).astype(np.uint8)
+    return Cifar(x_train=x[:64], y_train=y[:64], x_val=x[64:], y_val=y[64:])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run_dir = RunDir(tmp_path_factory.mktemp("stages") / "run")
+    run_dir.open(CONFIG, "test")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def trained(run_dir, data):
+    return train.run(None, data, CONFIG, run_dir)
+
+
+@pytest.fixture(scope="module")
+def pruned(run_dir, data, trained):
+    return prune.run(train.load(run_dir), data, CONFIG, run_dir)
+
+
+@pytest.fixture(scope="module")
+def quantized(run_dir, data, pruned):
+    return qat.run(prune.load(run_dir), data, CONFIG, run_dir)
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, data, quantized):
+    return export.run(qat.load(run_dir), data, CONFIG, run_dir)
+
+
+def test_train_stage_keeps_the_best_epoch_and_removes_its_backup(run_dir, trained):
+    model, metrics = trained
+    history = fitting.read_history(run_dir.history("train"))
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert metrics.best_epoch == max(history, key=lambda r: r["val_accuracy"])["epoch"]
+    # stem 27*8 + block (1x1 8->8, 3x3 8->4) + transition 12->6 + block (6->8, 3x3 8->4) + classifier 10*10
+    assert metrics.weights == 216 + 64 + 288 + 72 + 48 + 288 + 100
+    assert metrics.macs == 351_332  # as the smoke model, whose MACs test_pipeline checks against the .tflite
+    assert run_dir.model("train").exists() and not run_dir.backup("train").exists()
+    assert json.loads(run_dir.stage_metrics("train").read_text()) == metrics.to_dict()
+
+
+def test_prune_stage_zeroes_the_target_fraction_of_pruned_layers(pruned):
+    _, metrics = pruned
+    assert metrics.sparsity_within_tolerance, metrics.sparsity_misses
+    assert metrics.per_layer_sparsity["stem_conv"] == 0.0 and metrics.per_layer_sparsity["predictions"] == 0.0
+    assert metrics.per_layer_sparsity["conv2_block1_2_conv"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_qat_stage_after_pruning_keeps_the_zeros(pruned, quantized):
+    _, prune_metrics = pruned
+    _, metrics = quantized
+    assert metrics.scheme == "Default8BitPrunePreserveQuantizeScheme"
+    assert metrics.sparsity == pytest.approx(prune_metrics.sparsity, abs=1e-3)
+    assert metrics.calibrated_ranges > 5
+
+
+def test_export_stage_writes_a_full_int8_model_taking_raw_pixels(run_dir, exported):
+    _, metrics = exported
+    content = run_dir.export_file("model_int8.tflite").read_bytes()
+    model = TFLiteClassifier(content)
+    assert model.input["quantization"] == (1.0, -128) and model.input["dtype"] == np.int8
+    assert graph_stats(content).weight_bits == 8
+    assert metrics.files["model_int8.tflite"] == len(content)
+    assert run_dir.export_file("labels.txt").read_text().split()[0] == "airplane"
+
+
+def test_evaluate_stage_measures_the_deployed_model_on_the_test_set(run_dir, data, exported, cifar10):
+    model, _ = exported
+    _, metrics = evaluate.run(model, data, CONFIG, run_dir)
+    assert sum(map(sum, metrics.deployed.confusion_matrix)) == 10_000
+    assert metrics.deployed.tflite_bytes == run_dir.export_file("model_int8.tflite").stat().st_size
+    assert metrics.keras_weights == metrics.deployed.weights
+    assert set(metrics.models) == {p.name for p in run_dir.tflite_files()}
+
+
+def test_evaluate_without_an_export_names_the_missing_stage(tmp_path, data):
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.open(CONFIG, "test")
+    with pytest.raises(RunDirError, match="run the export stage first"):
+        evaluate.run(None, data, CONFIG, run_dir)
+
+
+def test_weight_average_is_what_validation_scores_and_what_is_kept(tmp_path, data):
+    import tf_keras as keras
+
+    from tfdense.model import build_densenet
+
+    config = dataclasses.replace(CONFIG, train=dataclasses.replace(CONFIG.train, ema_momentum=0.9))
+    recipe = fitting.Recipe.for_stage(config, "train")
+    paths = fitting.FitPaths(backup=tmp_path / "b", history=tmp_path / "h.csv", logs=tmp_path / "logs")
+    model, _ = fitting.fit(lambda: build_densenet(config.model), data, config.data, recipe, paths)
+    assert model.optimizer.use_ema
+    last = fitting.read_history(paths.history)[-1]
+    # After fit the model holds the average; the last epoch's validation loss was computed on it.
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing)
+    probs = model.predict(data.x_val.astype(np.float32), verbose=0)
+    assert float(loss(keras.utils.to_categorical(data.y_val, 10), probs)) == pytest.approx(last["val_loss"], rel=1e-4)
+
+
+def test_distillation_trains_the_student_against_a_saved_teacher(tmp_path, data, trained):
+    teacher_model, _ = trained
+    teacher_path = tmp_path / "teacher.h5"
+    teacher_model.save(str(teacher_path), include_optimizer=False)
+    train_config = dataclasses.replace(CONFIG.train, teacher=str(teacher_path), distill_alpha=0.7, distill_temperature=2.0)
+    config = dataclasses.replace(CONFIG, model=dataclasses.replace(CONFIG.model, growth_rate=2), train=train_config)
+    paths = fitting.FitPaths(backup=tmp_path / "b", history=tmp_path / "h.csv", logs=tmp_path / "logs", best_weights=tmp_path / "best.h5")
+    from tfdense.model import build_densenet
+
+    student, summary = fitting.fit(lambda: build_densenet(config.model), data, config.data, fitting.Recipe.for_stage(config, "train"), paths)
+    history = fitting.read_history(paths.history)
+    assert all(r["distill_loss"] > 0 for r in history) and summary.epochs == 2
+    assert student.name == "tiny" and student.count_params() < teacher_model.count_params()
+    # The teacher is untouched by the student's training.
+    for a, b in zip(teacher_model.get_weights(), fitting.keras.models.load_model(str(teacher_path), compile=False).get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,131 @@
+"""`python -m tuning.search` on the tiny space: budgets, results, resume after SIGKILL, chief + workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+from tfdense.config import resolve
+
+pytestmark = pytest.mark.slow
+
+# Four candidates (growth 2 or 4, learning rate 0.05 or 0.1), 1 proxy epoch on 200 images.
+TINY = ["--space", "tiny", "--preset", "smoke", "--epochs", "1", "--train-subset", "200", "--verbose", "0"]
+
+
+def search_command(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tuning.search", "--tuner", "random", "--max-trials", "4", "--out", str(out), *TINY, *extra]
+
+
+def trials(out: Path) -> dict[str, dict]:
+    return {t["trial_id"]: t for t in json.loads((out / "trials.json").read_text())["trials"]}
+
+
+def test_over_budget_candidates_are_rejected_without_training(tmp_path, cifar10):
+    out = tmp_path / "search"
+    # growth 2 -> 532 weights, growth 4 -> 1,076: a 600-weight budget admits only growth 2.
+    result = subprocess.run(search_command(out, "--max-weights", "600"), cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = trials(out)
+    assert len(records) == 4
+    for trial_id, record in records.items():
+        history = out / "search" / f"trial_{trial_id}" / "history.csv"
+        if record["hyperparameters"]["growth_rate"] == 4:
+            assert record["status"] == "FAILED" and "over budget: 1,076 weights > 600" in record["message"]
+            assert not history.exists()  # never trained
+        else:
+            assert record["status"] == "COMPLETED" and record["weights"] == 532 and 0 <= record["val_accuracy"] <= 1
+            assert history.exists()
+    best = (out / "best_config.yaml").read_text()
+    assert "growth_rate: 2" in best
+    # The winner is a config `python -m tfdense.train --config` accepts.
+    assert resolve("smoke", str(out / "best_config.yaml")).model.growth_rate == 2
+    summary = (out / "summary.md").read_text()
+    assert "2 scored trials, 2 rejected or failed" in summary
+    assert (out / "accuracy_vs_weights.png").read_bytes()[:4] == b"\x89PNG"
+    assert any((out / "search" / "hparams").rglob("events.out.tfevents.*"))
+
+
+def test_search_killed_mid_trial_continues_where_it_stopped(tmp_path, cifar10):
+    out = tmp_path / "search"
+    command = search_command(out)
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / "search" / "trial_0" / "trial.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (first.exists() and '"COMPLETED"' in first.read_text()):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.exists() and '"COMPLETED"' in first.read_text(), "the kill must land after the first trial"
+    finished_first = (out / "search" / "trial_0" / "history.csv").stat().st_mtime_ns
+
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Reloading Tuner" in result.stdout + result.stderr
+    records = trials(out)
+    assert sorted(records) == ["0", "1", "2", "3"] and all(r["status"] == "COMPLETED" for r in records.values())
+    assert (out / "search" / "trial_0" / "history.csv").stat().st_mtime_ns == finished_first  # not trained again
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_chief_and_two_workers_share_trials_and_survive_a_killed_worker(tmp_path, cifar10):
+    port = str(_free_port())
+
+    def start(role: str) -> subprocess.Popen:
+        env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": port, "KERASTUNER_TUNER_ID": role}
+        log = open(tmp_path / f"{role}.log", "a")
+        return subprocess.Popen(search_command(tmp_path / role), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    chief = start("chief")
+    time.sleep(3)
+    workers = {name: start(name) for name in ("worker0", "worker1")}
+    # Kill worker1 as soon as it has started a trial, then restart it under the same ID.
+    started = tmp_path / "worker1" / "search"
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(started.glob("trial_*")):
+        time.sleep(0.1)
+    assert list(started.glob("trial_*")), (tmp_path / "worker1.log").read_text()[-3000:]
+    os.kill(workers["worker1"].pid, signal.SIGKILL)
+    workers["worker1"].wait()
+    workers["worker1"] = start("worker1")
+    for name, proc in workers.items():
+        assert proc.wait(timeout=900) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+    assert chief.wait(timeout=300) == 0, (tmp_path / "chief.log").read_text()[-3000:]
+
+    records = trials(tmp_path / "chief")
+    assert len(records) == 4 and all(r["status"] == "COMPLETED" for r in records.values())
+    ran_by = {}
+    for name in workers:
+        for marker in (tmp_path / name / "search").glob("trial_*/worker"):
+            ran_by[marker.parent.name.removeprefix("trial_")] = marker.read_text().strip()
+    assert sorted(ran_by) == sorted(records)  # every trial finished on some worker
+    assert set(ran_by.values()) == {"worker0", "worker1"}  # and both workers took trials
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-trials", "0"], "--max-trials must be >= 1"),
+        (["--train-subset", "46000"], "--train-subset must be in [0, 45000]"),
+        (["--set", "train.epochz=1"], "unknown config key 'train.epochz'"),
+        (["--accuracy-floor", "1.5"], "--accuracy-floor must be in [0, 1)"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(tmp_path, args, message):
+    result = run_cli("tuning.search", "--out", str(tmp_path / "s"), *args, timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "s").exists()

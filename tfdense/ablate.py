@@ -1,0 +1,77 @@
+"""`python -m tfdense.ablate`: what each recipe change buys, one at a time, at a fixed budget.
+
+    python -m tfdense.ablate --preset full --config tuning/configs/rung1_dn71k.yaml --set train.epochs=30 \\
+        --arm baseline --arm ema=train.ema_momentum=0.999 --arm ls0.2=train.label_smoothing=0.2 \\
+        --out tuning/ablations/rung1-30ep
+
+Each arm is the base config plus its overrides (`name=section.field=value[,section.field=value]`,
+or a bare `name` for the base itself), trained with the train stage only into `OUT/<name>` (a
+normal run directory: resumable, re-running skips finished arms). Scored on the validation
+split, never the test set. Writes `OUT/ablation.md` and `OUT/ablation.json`: validation accuracy
+of the kept weights, best epoch, seconds per epoch, each arm's difference to the first arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tfdense.config import ConfigError, RunConfig, apply_overrides, resolve
+from tfdense.rundir import RunDir, RunDirError, write_atomic, write_json
+
+
+def parse_arm(text: str) -> tuple[str, list[str]]:
+    """`name=sec.field=value,sec.field=value` -> (name, overrides); a bare `name` has none."""
+    name, sep, rest = text.partition("=")
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(f"--arm {text!r}: the name must be letters, digits, '-', '_' or '.'")
+    return name, [item for item in rest.split(",") if item] if sep else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tfdense.ablate", description=__doc__.split("\n\n")[0].replace("`", ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--preset", default="full")
+    parser.add_argument("--config", help="JSON/YAML config applied over the preset (the base of every arm)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override of the base; repeatable")
+    parser.add_argument("--arm", action="append", required=True, metavar="NAME[=OVERRIDES]", help="one arm; the first is the reference")
+    parser.add_argument("--out", required=True, help="folder holding one run directory per arm")
+    args = parser.parse_args(argv)
+    try:
+        base = resolve(args.preset, args.config, args.set)
+        arms: list[tuple[str, RunConfig]] = []
+        for text in args.arm:
+            name, overrides = parse_arm(text)
+            arms.append((name, apply_overrides(base, overrides)))
+        if len({n for n, _ in arms}) != len(arms):
+            raise ConfigError("--arm names must be distinct")
+        runs = [(name, RunDir(Path(args.out) / name), config) for name, config in arms]
+        for name, run_dir, config in runs:
+            run_dir.open(config, args.preset)
+    except (ConfigError, RunDirError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from tfdense import pipeline  # TensorFlow loads here, after every check above
+
+    rows = []
+    for (name, run_dir, config), text in zip(runs, args.arm):
+        print(f"[tfdense] arm {name} -> {run_dir.path}", file=sys.stderr, flush=True)
+        pipeline.run(config, run_dir, ("train",))
+        train = run_dir.read_stage_metrics("train")
+        rows.append({"arm": name, "overrides": parse_arm(text)[1], **{k: train[k] for k in ("val_accuracy", "best_epoch", "epochs", "seconds_per_epoch", "weights", "macs")}})
+    reference = rows[0]["val_accuracy"]
+    lines = ["| arm | overrides | val accuracy | vs first | best epoch | s/epoch |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['arm']} | {', '.join(r['overrides']) or '(base)'} | {100 * r['val_accuracy']:.2f} % | "
+                     f"{100 * (r['val_accuracy'] - reference):+.2f} | {r['best_epoch']}/{r['epochs']} | {r['seconds_per_epoch']:.1f} |")
+    table = "\n".join(lines)
+    write_atomic(Path(args.out) / "ablation.md", f"# Ablation: {args.preset} {args.config or ''} {' '.join(args.set)}\n\n{table}\n")
+    write_json(Path(args.out) / "ablation.json", rows)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Analytical costs of a Keras model: per-layer weights, other parameters and MACs.
+
+Counted from the Keras graph, looking through pruning and QAT wrappers. `weights` are conv and
+dense kernel entries (what pruning and the IMT score count); `params` are all parameters
+(weights, biases, BatchNorm). The same counts read back from a .tflite graph are in
+`tfdense.litert.graph_stats`; the pipeline checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
+import tf_keras as keras
+from tf_keras import layers
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Analytical cost of one layer for a single 32x32 image."""
+
+    name: str
+    kind: str
+    weights: int  # conv/dense kernel entries: what pruning and the IMT score count
+    other_params: int  # biases and BatchNorm parameters
+    macs: int
+
+
+PARAMETER_NAMES = frozenset(
+    n + ":0" for n in ("kernel", "depthwise_kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
+)
+
+
+def _unwrap(layer):
+    # Pruning and QAT wrap layers; the cost is the wrapped layer's.
+    while hasattr(layer, "layer") and isinstance(layer.layer, layers.Layer):
+        layer = layer.layer
+    return layer
+
+
+def kernels(model: keras.Model) -> dict[str, np.ndarray]:
+    """The conv/dense kernel values of every layer, by layer name (wrappers looked through).
+
+    Read from the layer's variables: inside a QAT wrapper, `layer.kernel` is the fake-quantized
+    tensor, not the stored weights.
+    """
+    result = {}
+    for wrapper in model.layers:
+        layer = _unwrap(wrapper)
+        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
+            (kernel,) = [w for w in wrapper.weights if w.name.split("/")[-1] in ("kernel:0", "depthwise_kernel:0")]
+            result[wrapper.name] = kernel.numpy()
+    return result
+
+
+def weight_zero_fraction(model: keras.Model) -> float:
+    """Zero fraction over all conv/dense kernels."""
+    values = list(kernels(model).values())
+    return sum(int((v == 0).sum()) for v in values) / max(sum(v.size for v in values), 1)
+
+
+def layer_costs(model: keras.Model) -> list[LayerCost]:
+    """Per-layer weights, other parameters and MACs of every layer that has any."""
+    costs = []
+    for wrapper in model.layers:
+        layer = _unwrap(wrapper)
+        # Model parameters only: not the masks, thresholds and ranges that wrappers add.
+        params = sum(int(w.shape.num_elements()) for w in wrapper.weights if w.name.split("/")[-1] in PARAMETER_NAMES)
+        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
+            kernel = layer.depthwise_kernel if isinstance(layer, layers.DepthwiseConv2D) else layer.kernel
+            weights = int(kernel.shape.num_elements())
+            out_shape = wrapper.output_shape
+            # Each kernel entry is used once per output position (per image).
+            positions = out_shape[1] * out_shape[2] if len(out_shape) == 4 else 1
+            costs.append(LayerCost(wrapper.name, type(layer).__name__, weights, params - weights, weights * positions))
+        elif params:
+            costs.append(LayerCost(wrapper.name, type(layer).__name__, 0, params, 0))
+    return costs
+
+
+@dataclass(frozen=True)
+class ModelCosts:
+    """Totals of `layer_costs` for one 32x32 image."""
+
+    weights: int  # conv/dense kernel entries
+    params: int  # all parameters: weights, biases, BatchNorm
+    macs: int
+
+
+def model_costs(model: keras.Model) -> ModelCosts:
+    costs = layer_costs(model)
+    weights = sum(c.weights for c in costs)
+    return ModelCosts(weights=weights, params=weights + sum(c.other_params for c in costs), macs=sum(c.macs for c in costs))
+
+
+def format_costs(model: keras.Model) -> str:
+    """A per-layer table of weights, other parameters and MACs, with totals."""
+    rows = [f"{'layer':<28}{'kind':<20}{'weights':>10}{'other':>8}{'MACs':>12}"]
+    for c in layer_costs(model):
+        rows.append(f"{c.name:<28}{c.kind:<20}{c.weights:>10,}{c.other_params:>8,}{c.macs:>12,}")
+    total = model_costs(model)
+    rows.append(f"{'total':<48}{total.weights:>10,}{total.params - total.weights:>8,}{total.macs:>12,}")
+    return "\n".join(rows)

@@ -1,0 +1,426 @@
+"""The one resumable fit loop, shared by every fitting stage (train, prune, QAT) and the tuner.
+
+`fit(build, data, recipe, workdir)` seeds, builds the model inside the distribution strategy's
+scope, compiles it with SGD + Nesterov under a warm-up/decay schedule, decoupled weight decay
+and label smoothing, and trains with: BackupAndRestore (resume after any kill, schedule
+included), a per-epoch `history.csv`, TensorBoard, and optionally a best-on-validation
+checkpoint. Stages differ only in what `build` returns, the recipe's epochs and learning rate,
+and extra callbacks.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
+import tensorflow as tf
+import tf_keras as keras
+
+from tfdense import data as data_lib
+from tfdense.config import RunConfig
+from tfdense.rundir import write_atomic
+
+# Each stage draws its own random stream from `train.seed`, so re-running one stage alone
+# reproduces what it did inside the whole pipeline.
+STAGE_SEED_OFFSETS = {"train": 0, "prune": 1, "qat": 2, "tune": 3}
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    return seed + STAGE_SEED_OFFSETS[stage]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one fit needs: the `train` recipe with this stage's epochs, peak rate and warm-up."""
+
+    epochs: int
+    learning_rate: float  # peak, for batch_size images per step
+    warmup_epochs: float
+    batch_size: int
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    schedule: str
+    label_smoothing: float
+    seed: int
+    jit_compile: bool
+    verbose: int
+    ema_momentum: float = 0.0
+    teacher: str = ""  # distil from this Keras model file ("" = off)
+    distill_alpha: float = 0.5
+    distill_temperature: float = 4.0
+
+    @classmethod
+    def for_stage(cls, config: RunConfig, stage: str) -> Recipe:
+        """The recipe of `stage`: train's own, or train's with prune/QAT epochs and rate, no warm-up."""
+        train = config.train
+        own = {"train": (train.epochs, train.learning_rate, train.warmup_epochs)}
+        own["prune"] = (config.prune.epochs, config.prune.learning_rate, 0.0)
+        own["qat"] = (config.qat.epochs, config.qat.learning_rate, 0.0)
+        epochs, learning_rate, warmup = own[stage]
+        return cls(
+            epochs=epochs,
+            learning_rate=learning_rate,
+            warmup_epochs=warmup,
+            batch_size=train.batch_size,
+            momentum=train.momentum,
+            nesterov=train.nesterov,
+            weight_decay=train.weight_decay,
+            schedule=train.schedule,
+            label_smoothing=train.label_smoothing,
+            seed=stage_seed(train.seed, stage),
+            # TF-MOT's fake-quant wrappers are not XLA-compiled here (never measured to work).
+            jit_compile=train.jit_compile and stage != "qat",
+            verbose=train.verbose,
+            ema_momentum=train.ema_momentum if stage == "train" else 0.0,
+            teacher=train.teacher if stage == "train" else "",
+            distill_alpha=train.distill_alpha,
+            distill_temperature=train.distill_temperature,
+        )
+
+
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `peak`, then cosine (or linear) decay to 0 at `total_steps`.
+
+    A function of the optimizer's step counter only, so a resumed run continues the schedule
+    exactly where the checkpoint left it.
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, kind: str = "cosine"):
+        super().__init__()
+        self.peak = peak
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self.kind = kind
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = float(max(self.warmup_steps, 1))
+        rising = self.peak * (step + 1.0) / warmup
+        progress = tf.clip_by_value((step - self.warmup_steps) / float(max(self.total_steps - self.warmup_steps, 1)), 0.0, 1.0)
+        if self.kind == "cosine":
+            falling = 0.5 * self.peak * (1.0 + tf.cos(math.pi * progress))
+        else:
+            falling = self.peak * (1.0 - progress)
+        return tf.where(step < self.warmup_steps, rising, falling)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps, "kind": self.kind}
+
+
+def steps_per_epoch(train_images: int, batch_size: int) -> int:
+    """Full batches per epoch (the last partial batch is dropped)."""
+    steps = train_images // batch_size
+    if steps < 1:
+        raise ValueError(f"train.batch_size {batch_size} exceeds the {train_images} training images")
+    return steps
+
+
+def make_optimizer(recipe: Recipe, steps: int) -> keras.optimizers.Optimizer:
+    """SGD + Nesterov on the warm-up/decay schedule; BatchNorm and biases skip weight decay."""
+    schedule = WarmupDecay(
+        peak=recipe.learning_rate,
+        warmup_steps=int(round(recipe.warmup_epochs * steps)),
+        total_steps=recipe.epochs * steps,
+        kind=recipe.schedule,
+    )
+    optimizer = keras.optimizers.SGD(
+        learning_rate=schedule,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay or None,
+        use_ema=recipe.ema_momentum > 0,
+        ema_momentum=recipe.ema_momentum or 0.99,
+    )
+    # Decaying BN scales/offsets and biases only fights the normalisation.
+    optimizer.exclude_from_weight_decay(var_names=["_bn", "bias", "gamma", "beta"])
+    return optimizer
+
+
+def compile_model(model: keras.Model, recipe: Recipe, steps: int) -> keras.Model:
+    model.compile(
+        optimizer=make_optimizer(recipe, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=recipe.jit_compile,
+    )
+    return model
+
+
+def is_multi_worker() -> bool:
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    return sum(len(v) for v in cluster.values()) > 1
+
+
+@functools.cache
+class Distiller(keras.Model):
+    """Trains `student` on (1 - alpha) * its compiled loss + alpha * T^2 * KL(teacher_T || student_T).
+
+    Both models output softmax probabilities; softening by T works on their logs (log p equals
+    the logits up to a per-image constant, which the softmax removes). The teacher sees the same
+    augmented batch and is never trained. Calls, evaluation and predictions are the student's.
+    """
+
+    def __init__(self, student: keras.Model, teacher: keras.Model, alpha: float, temperature: float):
+        super().__init__(name="distiller")
+        self.student = student
+        self.teacher = teacher
+        self.teacher.trainable = False
+        self.alpha = alpha
+        self.temperature = temperature
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
+
+    def _soften(self, probs):
+        return tf.nn.softmax(tf.math.log(tf.maximum(probs, 1e-7)) / self.temperature, axis=-1)
+
+    def train_step(self, data):
+        x, y = data
+        teacher_probs = self._soften(self.teacher(x, training=False))
+        with tf.GradientTape() as tape:
+            probs = self.student(x, training=True)
+            hard = self.compiled_loss(y, probs, regularization_losses=self.student.losses)
+            soft = tf.reduce_mean(keras.losses.kl_divergence(teacher_probs, self._soften(probs))) * self.temperature**2
+            loss = (1.0 - self.alpha) * hard + self.alpha * soft
+        self.optimizer.minimize(loss, self.student.trainable_variables, tape=tape)
+        self.compiled_metrics.update_state(y, probs)
+        return {"distill_loss": soft, **{m.name: m.result() for m in self.metrics}}
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """Several machines when TF_CONFIG describes a cluster, all local GPUs, else the default.
+
+    No other change to the command is needed: every worker runs the same command. One strategy
+    per process (a second MultiWorkerMirroredStrategy would reconfigure the collectives).
+    """
+    if is_multi_worker():
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Times each epoch and writes `history.csv`, one row per completed epoch.
+
+    Rows for epochs that a resumed run repeats (killed after logging, before its backup) are
+    replaced rather than duplicated, and the file is rewritten atomically.
+    """
+
+    def __init__(self, path: Path, train_images: int):
+        super().__init__()
+        self.path = path
+        self.train_images = train_images
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._train_end = None
+
+    def on_test_begin(self, logs=None):
+        self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        train_seconds = (self._train_end or now) - self._start
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        # the rate of the epoch's last step (a MirroredVariable under a multi-worker strategy)
+        row["lr"] = float(tf.convert_to_tensor(self.model.optimizer.learning_rate))
+        row["epoch_seconds"] = now - self._start
+        row["train_img_per_s"] = self.train_images / train_seconds
+        rows = [r for r in read_history(self.path) if int(r["epoch"]) < epoch + 1] + [row]
+        write_atomic(self.path, _csv_text(rows, list(row)))
+
+
+def _csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: r.get(k, "") for k in fields})
+    return buffer.getvalue()
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+    for r in rows:
+        r["epoch"] = int(r["epoch"])
+    return rows
+
+
+class AveragedWeights:
+    """Swaps a model's trainable weights with the optimizer's moving average and back."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.saved: list[np.ndarray] | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(getattr(self.model.optimizer, "use_ema", False))
+
+    def swap_in(self) -> None:
+        if self.active and self.saved is None:
+            self.saved = [v.numpy() for v in self.model.trainable_variables]
+            self.model.optimizer._overwrite_model_variables_with_average_value(self.model.trainable_variables)
+
+    def swap_out(self) -> None:
+        if self.saved is not None:
+            for v, value in zip(self.model.trainable_variables, self.saved):
+                v.assign(value)
+            self.saved = None
+
+
+class EvaluateAveraged(keras.callbacks.Callback):
+    """Validation (after every epoch) scores the weight average when the optimizer keeps one."""
+
+    def on_test_begin(self, logs=None):
+        self._swap = AveragedWeights(self.model)
+        self._swap.swap_in()
+
+    def on_test_end(self, logs=None):
+        self._swap.swap_out()
+
+
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint(save_best_only)` that remembers the best score across a resume and
+    saves the weight average when the optimizer keeps one (the weights validation scored)."""
+
+    def __init__(self, filepath: Path, history: Path):
+        super().__init__(str(filepath), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True)
+        previous = [r["val_accuracy"] for r in read_history(history) if "val_accuracy" in r]
+        if previous and filepath.exists():
+            self.best = max(previous)
+
+    def _save_model(self, epoch, batch, logs):
+        swap = AveragedWeights(self.model)
+        swap.swap_in()
+        fitted = self.model
+        # A Distiller's checkpoint is its student's weights (the teacher never changes).
+        self.model = getattr(fitted, "student", fitted)
+        try:
+            super()._save_model(epoch, batch, logs)
+        finally:
+            self.model = fitted
+            swap.swap_out()
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """What a fit's history says: epochs run, the best one, and speed."""
+
+    epochs: int
+    best_epoch: int
+    best_val_accuracy: float
+    seconds_per_epoch: float  # median, epoch 1 (tracing) left out
+    train_img_per_s: float
+    train_seconds: float
+
+    @classmethod
+    def from_history(cls, rows: list[dict[str, float]]) -> FitSummary:
+        best = max(rows, key=lambda r: r.get("val_accuracy", -1.0))
+        steady = [r for r in rows if r["epoch"] > 1] or rows
+        return cls(
+            epochs=len(rows),
+            best_epoch=int(best["epoch"]),
+            best_val_accuracy=float(best.get("val_accuracy", float("nan"))),
+            seconds_per_epoch=float(np.median([r["epoch_seconds"] for r in steady])),
+            train_img_per_s=float(np.median([r["train_img_per_s"] for r in steady])),
+            train_seconds=float(sum(r["epoch_seconds"] for r in rows)),
+        )
+
+
+@dataclass(frozen=True)
+class FitPaths:
+    """Where a fit keeps its state (the run directory's paths for one stage, or a tuner trial's)."""
+
+    backup: Path
+    history: Path
+    logs: Path
+    best_weights: Path | None = None  # None: keep the last epoch's weights
+
+
+def fit(
+    build: Callable[[], keras.Model],
+    data: data_lib.Cifar,
+    data_config,
+    recipe: Recipe,
+    paths: FitPaths,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    tensorboard: keras.callbacks.TensorBoard | None = None,
+) -> tuple[keras.Model, FitSummary]:
+    """Builds (inside the strategy scope), compiles and trains; resumes after a kill.
+
+    Args:
+      build: returns the model to train; called inside the distribution strategy's scope,
+        after seeding, so wrappers (pruning, QAT) create their variables there.
+      data: train and validation arrays; validation is evaluated after every epoch.
+      data_config: the `DataConfig` whose augmentation the training batches get.
+      recipe: epochs, schedule and optimizer settings (`Recipe.for_stage`).
+      paths: backup, history, TensorBoard and (optional) best-weights locations.
+      callbacks: extra callbacks, run after the resume/logging ones.
+      tensorboard: a TensorBoard callback to use instead of the default (pruning summaries).
+
+    Returns the trained model (best-on-validation weights when `paths.best_weights`, except
+    on a multi-worker cluster, where every worker keeps the last epoch's) and a
+    summary of the whole history, resumed epochs included. The backup is left in place:
+    call `discard_backup` once the stage's results are safely written.
+    """
+    keras.utils.set_random_seed(recipe.seed)
+    steps = steps_per_epoch(len(data.x_train), recipe.batch_size)
+    with distribution_strategy().scope():
+        model = student = build()
+        if recipe.teacher:
+            teacher = keras.models.load_model(recipe.teacher, compile=False)
+            model = Distiller(student, teacher, recipe.distill_alpha, recipe.distill_temperature)
+        compile_model(model, recipe, steps)
+    paths.history.parent.mkdir(parents=True, exist_ok=True)
+    chain = [
+        # First: it restores model, optimizer and epoch before the others look at them.
+        keras.callbacks.BackupAndRestore(str(paths.backup), delete_checkpoint=False),
+        EpochLog(paths.history, steps * recipe.batch_size),
+        tensorboard or keras.callbacks.TensorBoard(str(paths.logs), update_freq="epoch", profile_batch=0),
+        EvaluateAveraged(),
+    ]
+    # Across machines only the chief keeps checkpoints (Keras writes the others' to temporary
+    # folders), so every worker keeps the last epoch's weights and they stay identical.
+    keep_best = paths.best_weights is not None and not is_multi_worker()
+    if keep_best:
+        chain.append(BestCheckpoint(paths.best_weights, paths.history))
+    train_ds = data_lib.train_dataset(data.x_train, data.y_train, recipe.batch_size, data_config, seed=recipe.seed)
+    val_ds = data_lib.eval_dataset(data.x_val, data.y_val)
+    model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=chain + list(callbacks), verbose=recipe.verbose)
+    if keep_best:
+        student.load_weights(str(paths.best_weights))
+    return student, FitSummary.from_history(read_history(paths.history))
+
+
+def discard_backup(paths: FitPaths) -> None:
+    """Removes the resume checkpoint; only after the stage's metrics exist (a kill before must resume)."""
+    shutil.rmtree(paths.backup, ignore_errors=True)
+
+
+def predict_classes(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """Top-1 class of a Keras model for each uint8 image (no augmentation)."""
+    images = data_lib.eval_dataset(x, np.zeros(len(x), np.uint8)).map(lambda a, b: a)
+    return np.argmax(model.predict(images, verbose=0), axis=1)
+
+
+def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of a Keras model on uint8 images (no augmentation)."""
+    return float(np.mean(predict_classes(model, x) == y))

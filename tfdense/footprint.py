@@ -1,0 +1,163 @@
+"""Where the bytes of a .tflite file go, and how to drop the ones a device does not need.
+
+    python -m tfdense.footprint MODEL.tflite [MODEL.tflite ...] [--strip OUT.tflite]
+
+`breakdown(content)` parses the FlatBuffer (TensorFlow's own generated schema) and assigns
+every byte to one part: conv/dense weights, biases, other constant buffers, quantization
+parameters (scales, zero points, min/max), tensor names and other strings, signatures, metadata,
+and the FlatBuffer structure itself (tables, vtables, offsets, padding: the remainder).
+
+`strip(content)` rebuilds the file without tensor names, the description, subgraph names,
+signature definitions and the activation min/max that int8 kernels never read (TensorFlow's
+`flatbuffer_utils.strip_strings`, plus the min/max). What a user loses: tensor names in
+visualizers and debuggers, and the signature runner (`get_signature_runner`); input/output
+indices, shapes, dtypes and quantization are untouched, and the stripped model must produce
+bit-identical outputs (`tfdense.stages.export` checks it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils
+
+# Builtin op codes whose input 1 is a filter and input 2 a bias.
+_FILTER_OPS = {schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D, schema.BuiltinOperator.FULLY_CONNECTED}
+
+
+def _string_bytes(text: bytes | str | None) -> int:
+    # A FlatBuffer string: 4-byte length, the bytes, a NUL, padded to 4.
+    if text is None:
+        return 0
+    n = len(text) + 5
+    return n + (-n % 4)
+
+
+def _vector_bytes(values, item: int) -> int:
+    return 0 if values is None else 4 + item * len(values)
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Bytes of one .tflite file by part; `structure` is whatever the others do not explain."""
+
+    weights: int  # conv/dense filters
+    biases: int
+    other_buffers: int  # shape constants, non-filter tensors
+    quantization: int  # scales, zero points, min/max of every tensor
+    tensor_names: int
+    signatures: int  # signature definitions (names and tensor maps)
+    metadata: int  # metadata buffers (runtime version, conversion metadata) and their names
+    structure: int  # FlatBuffer tables, vtables, offsets, op codes, padding
+    total: int
+
+    def rows(self) -> list[tuple[str, int]]:
+        return [(f.name, getattr(self, f.name)) for f in fields(self) if f.name != "total"]
+
+
+def _model(content: bytes):
+    return flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+
+
+def breakdown(content: bytes) -> Breakdown:
+    model = _model(content)
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    metadata_buffers = {m.buffer for m in (model.metadata or [])}
+    filter_buffers, bias_buffers = set(), set()
+    quantization = names = 0
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            if codes[op.opcodeIndex] in _FILTER_OPS:
+                filter_buffers.add(subgraph.tensors[op.inputs[1]].buffer)
+                if len(op.inputs) > 2 and op.inputs[2] >= 0:
+                    bias_buffers.add(subgraph.tensors[op.inputs[2]].buffer)
+        for tensor in subgraph.tensors:
+            names += _string_bytes(tensor.name)
+            q = tensor.quantization
+            if q is not None:
+                quantization += _vector_bytes(q.scale, 4) + _vector_bytes(q.zeroPoint, 8)
+                quantization += _vector_bytes(q.min, 4) + _vector_bytes(q.max, 4)
+        names += _string_bytes(subgraph.name)
+    names += _string_bytes(model.description)
+    sizes = {i: (0 if b.data is None else len(b.data)) for i, b in enumerate(model.buffers)}
+    weights = sum(sizes[i] for i in filter_buffers)
+    biases = sum(sizes[i] for i in bias_buffers - filter_buffers)
+    metadata = sum(sizes[i] for i in metadata_buffers) + sum(_string_bytes(m.name) for m in (model.metadata or []))
+    other = sum(sizes.values()) - weights - biases - sum(sizes[i] for i in metadata_buffers)
+    signatures = 0
+    for sig in model.signatureDefs or []:
+        signatures += _string_bytes(sig.signatureKey)
+        for t in (sig.inputs or []) + (sig.outputs or []):
+            signatures += _string_bytes(t.name) + 12  # the TensorMap table: name offset, index, vtable
+    explained = weights + biases + other + quantization + names + signatures + metadata
+    return Breakdown(
+        weights=weights,
+        biases=biases,
+        other_buffers=other,
+        quantization=quantization,
+        tensor_names=names,
+        signatures=signatures,
+        metadata=metadata,
+        structure=len(content) - explained,
+        total=len(content),
+    )
+
+
+def strip(content: bytes) -> bytes:
+    """`content` without the strings and min/max a device does not need (see the module doc)."""
+    model = _model(content)
+    flatbuffer_utils.strip_strings(model)
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            q = tensor.quantization
+            # int8 kernels read scale and zero point only; min/max are the converter's notes.
+            if q is not None and q.scale is not None and len(q.scale):
+                q.min = None
+                q.max = None
+    return flatbuffer_utils.convert_object_to_bytearray(model)
+
+
+def format_breakdown(named: list[tuple[str, Breakdown]]) -> str:
+    """A Markdown table, one column per file, bytes and share of each part."""
+    head = "| part | " + " | ".join(name for name, _ in named) + " |"
+    lines = [head, "|" + " --- |" * (len(named) + 1)]
+    for i, (part, _) in enumerate(named[0][1].rows()):
+        cells = []
+        for _, b in named:
+            value = b.rows()[i][1]
+            cells.append(f"{value:,} ({100 * value / b.total:.1f} %)")
+        lines.append(f"| {part.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{b.total:,}**" for _, b in named) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tfdense.footprint", description="Where the bytes of .tflite files go.")
+    parser.add_argument("models", nargs="+", help=".tflite files")
+    parser.add_argument("--strip", metavar="OUT", help="write the first model, stripped of names and min/max, to OUT")
+    args = parser.parse_args(argv)
+    named = []
+    for path in args.models:
+        try:
+            content = Path(path).read_bytes()
+            if content[4:8] != b"TFL3":
+                raise ValueError("not a TFLite model (no TFL3 identifier)")
+            named.append((Path(path).name, breakdown(content)))
+        except (OSError, ValueError) as e:
+            print(f"error: {path}: {e}", file=sys.stderr)
+            return 2
+    if args.strip:
+        stripped = strip(Path(args.models[0]).read_bytes())
+        Path(args.strip).write_bytes(stripped)
+        named.append((Path(args.strip).name + " (stripped)", breakdown(stripped)))
+    print(format_breakdown(named))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""`python -m tfdense.ship RUN --name NAME [--out exports]`: publish a finished run's model.
+
+Copies the run's deployable files into `exports/` under `NAME` (`NAME.tflite` from
+`model_int8.tflite`, `NAME` with `int8` -> `uint8` from `model_uint8.tflite`, the TFLite Micro C
+array regenerated with `NAME` as its symbol, `labels.txt`, and `NAME.yaml`: the run's full
+config, which `python -m tfdense.train --config exports/NAME.yaml` trains again). Each shipped
+.tflite is measured here on all 10,000 test images with LiteRT (1 thread), beside the MLPerf
+Tiny peers in the same process for latency, and its figures are merged into
+`exports/metrics.json`, which CI checks against the files (`tests/test_exports.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tfdense.config import from_dict
+from tfdense.rundir import RunDir, read_json, write_atomic, write_json
+
+EXPORTS = Path(__file__).resolve().parents[1] / "exports"
+SHIPPED_KEYS = ("test_accuracy", "tflite_bytes", "gzip_bytes", "weights", "nonzero_weights", "params", "macs", "imt_score", "latency_ms")
+
+
+def shipped_figures(metrics, run: str, peer_latency: dict[str, float]) -> dict[str, Any]:
+    figures = {k: getattr(metrics, k) for k in SHIPPED_KEYS}
+    figures["run"] = run
+    figures["peer_latency_ms"] = peer_latency  # measured in the same process
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tfdense.ship", description=__doc__.split("\n\n")[0].replace("`", ""))
+    parser.add_argument("run", help="a run directory whose export stage completed")
+    parser.add_argument("--name", required=True, help="file stem in exports/, e.g. model_int8 or model_int8_large (must contain 'int8')")
+    parser.add_argument("--out", default=str(EXPORTS), help="exports folder (default: the repository's exports/)")
+    parser.add_argument("--latency-images", type=int, default=300)
+    args = parser.parse_args(argv)
+    run_dir = RunDir(args.run)
+    if not re.fullmatch(r"[a-z0-9_]*int8[a-z0-9_]*", args.name):
+        print(f"error: --name {args.name!r} must be lower-case letters, digits and _, and contain 'int8'", file=sys.stderr)
+        return 2
+    sources = {"int8": run_dir.export_file("model_int8.tflite"), "uint8": run_dir.export_file("model_uint8.tflite")}
+    for path in [*sources.values(), run_dir.config_file]:
+        if not path.exists():
+            print(f"error: {path} is missing: run the export stage of {run_dir.path} first", file=sys.stderr)
+            return 2
+
+    from tfdense.data import load_test
+    from tfdense.litert import TFLiteClassifier, evaluate_tflite
+    from tfdense.peers import peer_files
+    from tfdense.stages.export import c_array
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = from_dict(read_json(run_dir.config_file)["config"])
+    names = {"int8": f"{args.name}.tflite", "uint8": f"{args.name.replace('int8', 'uint8')}.tflite"}
+    for kind, path in sources.items():
+        shutil.copyfile(path, out / names[kind])
+    content = (out / names["int8"]).read_bytes()
+    source, header = c_array(content, args.name)
+    write_atomic(out / f"{args.name}.cc", source)
+    write_atomic(out / f"{args.name}.h", header)
+    shutil.copyfile(run_dir.export_file("labels.txt"), out / "labels.txt")
+    recipe = config.to_dict()
+    recipe["model"]["block_layers"] = list(recipe["model"]["block_layers"])
+    recipe["prune"]["skip_layers"] = list(recipe["prune"]["skip_layers"])
+    write_atomic(out / f"{args.name}.yaml", f"# Reproduces {names['int8']}: python -m tfdense.train --config exports/{args.name}.yaml\n"
+                 + yaml.safe_dump(recipe, sort_keys=False))
+
+    x_test, y_test = load_test(config.data)
+    peer_latency = {}
+    for peer in peer_files("mlperf-tiny"):
+        peer_latency[peer.name] = TFLiteClassifier(peer).latency_ms(x_test[: args.latency_images])
+    registry_path = out / "metrics.json"
+    registry = read_json(registry_path) if registry_path.exists() else {}
+    for kind in ("int8", "uint8"):
+        print(f"[tfdense] measuring {names[kind]} on {len(x_test):,} test images ...", file=sys.stderr, flush=True)
+        metrics, _ = evaluate_tflite(out / names[kind], x_test, y_test, 1, args.latency_images)
+        registry[names[kind]] = shipped_figures(metrics, str(run_dir.path), peer_latency)
+    write_json(registry_path, registry)
+    for name in names.values():
+        figures = registry[name]
+        print(f"{name}: {100 * figures['test_accuracy']:.2f} % at {figures['tflite_bytes']:,} bytes, {figures['macs']:,} MACs, "
+              f"{figures['weights']:,} weights, latency {figures['latency_ms']:.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The pipeline's stages, in order: train -> prune -> qat -> export -> evaluate.
+
+Each module has `run(model, data, config, run_dir) -> (model, metrics)`, which writes its own
+outputs and typed metrics into the run directory, and `load(run_dir)`, which reads back the
+model it produced. Stages share the fit loop (`tfdense.fitting`), the model and cost modules
+and the run directory; they never import each other or the pipeline. Only `evaluate` reads
+the test set.
+"""
+
+from __future__ import annotations
+
+import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
+import tf_keras as keras
+
+from tfdense.fitting import FitPaths
+from tfdense.rundir import RunDir
+
+
+def fit_paths(run_dir: RunDir, stage: str, keep_best: bool = False) -> FitPaths:
+    """The run directory's resume, history, TensorBoard (and best-weights) paths of `stage`."""
+    return FitPaths(
+        backup=run_dir.backup(stage),
+        history=run_dir.history(stage),
+        logs=run_dir.logs(stage),
+        best_weights=run_dir.best_weights(stage) if keep_best else None,
+    )
+
+
+def load_keras_model(path, custom_scope=None) -> keras.Model:
+    """A saved stage model, uncompiled (stages compile for their own fit)."""
+    if custom_scope is None:
+        return keras.models.load_model(str(path), compile=False)
+    with custom_scope():
+        return keras.models.load_model(str(path), compile=False)
+
+
+def float_source(run_dir: RunDir) -> str:
+    """The stage whose float model QAT starts from: prune when it ran, else train."""
+    return "prune" if run_dir.is_complete("prune") else "train"

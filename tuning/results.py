@@ -1,0 +1,122 @@
+"""A finished (or interrupted) search as committed results: trials JSON, summary, plot, winner.
+
+Writes into the search's output folder:
+- `trials.json`: `{"settings": ..., "trials": [...]}`, each trial with its hyperparameters,
+  weights, MACs, `val_accuracy`, seconds and status (COMPLETED, or FAILED with the reason);
+- `summary.md`: the top trials as a table, the cost per trial, and the plot;
+- `accuracy_vs_weights.png`: every scored trial, coloured by MACs;
+- `best_config.yaml`: the winner, trainable with `python -m tfdense.train --config FILE`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tfdense.rundir import write_atomic, write_json
+
+SCORE_KEYS = ("val_accuracy", "imt_score", "score", "weights", "macs", "epochs", "seconds")
+
+
+def trial_records(tuner) -> list[dict[str, Any]]:
+    """One plain record per trial the oracle knows, in start order."""
+    records = []
+    for trial_id in sorted(tuner.oracle.trials):
+        trial = tuner.oracle.trials[trial_id]
+        record: dict[str, Any] = {"trial_id": trial_id, "status": str(trial.status)}
+        record["hyperparameters"] = {k: v for k, v in trial.hyperparameters.values.items()}
+        for key in SCORE_KEYS:
+            if trial.metrics.exists(key):
+                record[key] = float(trial.metrics.get_last_value(key))
+        if trial.message:
+            record["message"] = trial.message.strip().splitlines()[-1][:300]
+        records.append(record)
+    return records
+
+
+def best_record(records: list[dict[str, Any]], objective: str) -> dict[str, Any] | None:
+    scored = [r for r in records if "val_accuracy" in r]
+    if not scored:
+        return None
+    if objective == "accuracy":
+        return max(scored, key=lambda r: r["val_accuracy"])
+    return min(scored, key=lambda r: r["score"])
+
+
+def _plot(records: list[dict[str, Any]], best: dict[str, Any] | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in records if "val_accuracy" in r]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if scored:
+        points = ax.scatter(
+            [r["weights"] for r in scored], [100 * r["val_accuracy"] for r in scored], c=[r["macs"] / 1e6 for r in scored], cmap="viridis", s=40
+        )
+        fig.colorbar(points, label="MACs (millions)")
+        for r in scored:
+            ax.annotate(r["trial_id"], (r["weights"], 100 * r["val_accuracy"]), textcoords="offset points", xytext=(4, 3), fontsize=6)
+    if best is not None:
+        ax.scatter([best["weights"]], [100 * best["val_accuracy"]], marker="*", s=220, facecolors="none", edgecolors="tab:red", label="chosen")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("weights (conv/dense kernel entries)")
+    ax.set_ylabel("validation accuracy (%, proxy training)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(tuner, settings_dict: dict[str, Any], out: Path, objective: str) -> dict[str, Any] | None:
+    """Writes the files of the module docstring; returns the best record (None if nothing scored)."""
+    records = trial_records(tuner)
+    best = best_record(records, objective)
+    write_json(out / "trials.json", {"settings": settings_dict, "trials": records})
+    _plot(records, best, out / "accuracy_vs_weights.png")
+    scored = sorted((r for r in records if "val_accuracy" in r), key=lambda r: -r["val_accuracy"])
+    failed = [r for r in records if "val_accuracy" not in r]
+    lines = [
+        "# Architecture search",
+        "",
+        f"Settings: `{json.dumps(settings_dict)}`",
+        "",
+        f"{len(scored)} scored trials, {len(failed)} rejected or failed. Validation accuracy after the proxy training "
+        "(fixed validation split; the test set is never used here).",
+        "",
+        "| trial | val accuracy | weights | MACs | epochs | seconds | hyperparameters |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in scored:
+        hp = ", ".join(f"{k}={v}" for k, v in r["hyperparameters"].items() if not k.startswith("tuner/"))
+        lines.append(
+            f"| {r['trial_id']} | {100 * r['val_accuracy']:.2f} % | {int(r['weights']):,} | {int(r['macs']):,} | "
+            f"{int(r.get('epochs', 0))} | {r['seconds']:.0f} | {hp} |"
+        )
+    if scored:
+        per_epoch = [r["seconds"] / max(r.get("epochs", 1), 1) for r in scored]
+        lines += ["", f"Cost per trial: median {np.median([r['seconds'] for r in scored]):.0f} s ({np.median(per_epoch):.1f} s per proxy epoch)."]
+    if failed:
+        lines += ["", "Rejected or failed:", ""] + [f"- {r['trial_id']}: {r.get('message', r['status'])}" for r in failed]
+    lines += ["", "![accuracy vs weights](accuracy_vs_weights.png)", ""]
+    write_atomic(out / "summary.md", "\n".join(lines))
+    if best is not None:
+        config = tuner.hypermodel.build(_hp_from(tuner, best["trial_id"]))
+        chosen = {section: values for section, values in config.to_dict().items() if section in ("model", "data", "train")}
+        chosen["model"]["block_layers"] = list(chosen["model"]["block_layers"])
+        header = (
+            f"# Chosen by the search in this folder: trial {best['trial_id']}, val accuracy {best['val_accuracy']:.4f} "
+            f"after {int(best.get('epochs', 0))} proxy epochs,\n# {int(best['weights']):,} weights, {int(best['macs']):,} MACs. "
+            f"Train it: python -m tfdense.train --preset {settings_dict['preset']} --config THIS_FILE\n"
+        )
+        write_atomic(out / "best_config.yaml", header + yaml.safe_dump(chosen, sort_keys=False))
+    return best
+
+
+def _hp_from(tuner, trial_id: str):
+    return tuner.oracle.trials[trial_id].hyperparameters

@@ -1,0 +1,118 @@
+"""`python -m tuning.search`: a size-aware architecture and recipe search with keras-tuner.
+
+    python -m tuning.search --tuner bayesian --max-trials 16 --profile rung1 --out tuning/searches/rung1
+    python -m tuning.search --tuner hyperband --max-epochs 9 --max-weights 45000 --out tuning/searches/64k
+
+Candidates over the weights/MACs budget are rejected before any training. Each scored
+candidate trains on the proxy schedule (`--epochs` on `--train-subset` images; Hyperband sets
+the epochs per bracket) and is scored on the fixed validation split. Re-running the same command
+continues a search that was interrupted (even by SIGKILL). Results: see `tuning/results.py`.
+
+Distributed (keras-tuner's chief/worker mode over gRPC): run the same command on every
+machine with KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT set to the chief's address and
+KERASTUNER_TUNER_ID set to `chief` on the chief and a unique name (`worker0`, ...) on each
+worker. The chief hands out trials and writes the results; a worker killed mid-trial is
+restarted with the same KERASTUNER_TUNER_ID and resumes its trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from tfdense.config import PRESETS, ConfigError, resolve
+
+PROFILE_NAMES = ("rung1", "64k")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tuning.search", description=__doc__.split("\n\n")[0].replace("`", ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+    parser.add_argument("--tuner", choices=("hyperband", "bayesian", "random"), default="bayesian", help="search algorithm (default: bayesian)")
+    parser.add_argument("--out", required=True, help="search folder: keras-tuner state, trial logs, results")
+    parser.add_argument("--profile", choices=PROFILE_NAMES, default="rung1",
+                        help="budget profile: rung1 = 70,000 weights / 12.5M MACs, 64k = 45,000 / 12.5M (default: rung1)")
+    parser.add_argument("--max-weights", type=int, help="override the profile's weight budget (conv/dense kernel entries)")
+    parser.add_argument("--max-macs", type=int, help="override the profile's MAC budget (per 32x32 image)")
+    parser.add_argument("--max-trials", type=int, default=16, help="trials for bayesian/random, rejected ones included (default 16)")
+    parser.add_argument("--max-epochs", type=int, default=9, help="hyperband: epochs of the longest bracket (default 9)")
+    parser.add_argument("--epochs", type=int, default=6, help="proxy epochs per trial for bayesian/random (default 6)")
+    parser.add_argument("--train-subset", type=int, default=15000, help="proxy training images, stratified; 0 = all 45,000 (default 15000)")
+    parser.add_argument("--objective", choices=("accuracy", "imt"), default="accuracy",
+                        help="maximise validation accuracy, or minimise the IMT score above --accuracy-floor (default: accuracy)")
+    parser.add_argument("--accuracy-floor", type=float, default=0.0, help="validation accuracy a candidate needs for the imt objective")
+    parser.add_argument("--preset", default="full", help=f"base config for everything the space does not set: {', '.join(PRESETS)} (default: full)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field of the base config")
+    parser.add_argument("--space", choices=("full", "tiny"), default="full", help="the search space (tiny: two smoke-sized models, for tests)")
+    parser.add_argument("--seed", type=int, default=0, help="the tuner's sampling seed (training seeds come from train.seed)")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2, help="per-trial Keras progress: 0 silent, 1 bar, 2 one line per epoch")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        base = resolve(args.preset, None, args.set)
+        for name in ("max_trials", "max_epochs", "epochs"):
+            if getattr(args, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+        if not 0 <= args.train_subset <= 50000 - base.data.val_size:
+            raise ConfigError(f"--train-subset must be in [0, {50000 - base.data.val_size}], got {args.train_subset}")
+        if not 0 <= args.accuracy_floor < 1:
+            raise ConfigError(f"--accuracy-floor must be in [0, 1), got {args.accuracy_floor}")
+        for name in ("max_weights", "max_macs"):
+            if getattr(args, name) is not None and getattr(args, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from tuning import results, space  # TensorFlow and keras-tuner load here, after the checks
+    from tuning.tuner import TUNERS, Proxy, SearchSettings
+
+    profile = space.PROFILES[args.profile]
+    budget = space.Budget(max_weights=args.max_weights or profile.max_weights, max_macs=args.max_macs or profile.max_macs)
+    settings = SearchSettings(
+        base=base,
+        budget=budget,
+        proxy=Proxy(epochs=args.epochs, train_subset=args.train_subset),
+        objective=args.objective,
+        accuracy_floor=args.accuracy_floor,
+        space=args.space,
+        verbose=args.verbose,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.tuner == "hyperband":
+        tuner = TUNERS["hyperband"](settings, out, max_epochs=args.max_epochs, seed=args.seed)
+    else:
+        tuner = TUNERS[args.tuner](settings, out, max_trials=args.max_trials, seed=args.seed)
+    tuner.search(verbose=1)
+    role = os.environ.get("KERASTUNER_TUNER_ID", "")
+    if "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in role:
+        print(f"[tuning] worker {role}: no more trials", file=sys.stderr)
+        return 0
+    summary = {
+        "tuner": args.tuner,
+        "budget": dataclasses.asdict(budget),
+        "proxy": dataclasses.asdict(settings.proxy),
+        "objective": args.objective,
+        "accuracy_floor": args.accuracy_floor,
+        "preset": args.preset,
+        "overrides": args.set,
+        "space": args.space,
+    }
+    best = results.write_results(tuner, summary, out, args.objective)
+    if best is None:
+        print("[tuning] no trial was scored (all rejected or failed); see summary.md", file=sys.stderr)
+        return 1
+    print(f"[tuning] best: trial {best['trial_id']}, val accuracy {best['val_accuracy']:.4f}, "
+          f"{int(best['weights']):,} weights, {int(best['macs']):,} MACs -> {out / 'best_config.yaml'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

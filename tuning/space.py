@@ -1,0 +1,124 @@
+"""The search space: keras-tuner hyperparameters -> a `tfdense` RunConfig, and the budgets.
+
+The tuner only maps hyperparameters to configs; the model, data and fit loop are tfdense's own.
+Weights and MACs are counted analytically (the Keras graph, before any training), so a
+candidate over budget is rejected at no training cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import keras_tuner as kt
+
+from tfdense.config import DenseNetConfig, RunConfig
+from tfdense.costs import ModelCosts, model_costs
+from tfdense.model import build_densenet
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Upper limits a candidate must meet before it is trained."""
+
+    max_weights: int
+    max_macs: int
+
+    def violations(self, costs: ModelCosts) -> list[str]:
+        problems = []
+        if costs.weights > self.max_weights:
+            problems.append(f"{costs.weights:,} weights > {self.max_weights:,}")
+        if costs.macs > self.max_macs:
+            problems.append(f"{costs.macs:,} MACs > {self.max_macs:,}")
+        return problems
+
+
+# Default budgets: the shipped model's (a .tflite under ResNet-8's 98,496 bytes at <= its MACs),
+# and a tighter profile for the 64 KiB target.
+PROFILES = {"rung1": Budget(max_weights=70_000, max_macs=12_500_000), "64k": Budget(max_weights=45_000, max_macs=12_500_000)}
+
+
+def declare(hp: kt.HyperParameters, space: str = "full") -> None:
+    """Declares the space's hyperparameters on `hp` (keras-tuner samples them).
+
+    `space="tiny"` is a four-point space of smoke-sized models, for tests.
+    """
+    if space == "tiny":
+        hp.Choice("growth_rate", [2, 4])
+        hp.Fixed("stem_filters", 8)
+        hp.Fixed("blocks", 2)
+        hp.Int("layers_1", 1, 1)
+        hp.Int("layers_2", 1, 1)
+        hp.Fixed("bottleneck_factor", 2)
+        hp.Fixed("compression", 0.5)
+        hp.Fixed("stem", "pool")
+        hp.Fixed("groups", 1)
+        hp.Choice("learning_rate", [0.05, 0.1])
+        hp.Fixed("weight_decay", 5e-3)
+        hp.Fixed("label_smoothing", 0.1)
+        hp.Fixed("cutout", 0)
+        return
+    # Ranges chosen so about half of the candidates fit the rung-1 budget (estimated on 4,000
+    # random draws with the analytic counts); a 32x32 first block almost never fits 12.5M MACs,
+    # so the stem always halves the map, by a 2x2 max pool or by striding.
+    hp.Choice("stem_filters", [16, 24, 32])
+    hp.Choice("stem", ["pool", "stride2"])
+    hp.Choice("growth_rate", [8, 12, 16, 20, 24])
+    hp.Choice("blocks", [2, 3])
+    hp.Int("layers_1", 1, 5)
+    hp.Int("layers_2", 1, 5)
+    with hp.conditional_scope("blocks", [3]):
+        hp.Int("layers_3", 1, 5)
+    hp.Choice("bottleneck_factor", [0, 2, 4])  # bottleneck width = factor x growth; 0 = none
+    hp.Choice("compression", [0.5, 0.75, 1.0])
+    hp.Choice("groups", [1, 2])
+    hp.Float("learning_rate", 0.05, 0.4, sampling="log")
+    hp.Float("weight_decay", 1e-3, 1e-2, sampling="log")
+    hp.Choice("label_smoothing", [0.0, 0.1, 0.2])
+    hp.Choice("cutout", [0, 8])
+
+
+def to_config(hp: kt.HyperParameters, base: RunConfig) -> RunConfig:
+    """The RunConfig a trial trains: `base` with the sampled architecture and recipe.
+
+    Raises tfdense's ConfigError when the values make no valid DenseNet.
+    """
+    v = hp.values
+    blocks = [v["layers_1"], v["layers_2"]] + ([v["layers_3"]] if v["blocks"] == 3 else [])
+    model = DenseNetConfig(
+        name="densenet_tuned",
+        stem_filters=v["stem_filters"],
+        stem_pool=v["stem"] == "pool",
+        stem_stride=2 if v["stem"] == "stride2" else 1,
+        block_layers=tuple(blocks),
+        growth_rate=v["growth_rate"],
+        bottleneck=v["bottleneck_factor"] * v["growth_rate"],
+        compression=v["compression"],
+        groups=v["groups"],
+    )
+    train = dataclasses.replace(
+        base.train, learning_rate=v["learning_rate"], weight_decay=v["weight_decay"], label_smoothing=v["label_smoothing"]
+    )
+    data = dataclasses.replace(base.data, cutout=v["cutout"])
+    return dataclasses.replace(base, model=model, train=train, data=data)
+
+
+class DenseNetHyperModel(kt.HyperModel):
+    """keras-tuner's view of the space: `build(hp)` declares the hyperparameters and returns the
+    RunConfig (not a model: trials build and train it through tfdense in `run_trial`)."""
+
+    def __init__(self, base: RunConfig, space: str = "full"):
+        super().__init__(name="densenet")
+        self.base = base
+        self.space = space
+
+    def build(self, hp: kt.HyperParameters) -> RunConfig:
+        declare(hp, self.space)
+        return to_config(hp, self.base)
+
+
+def costs_of(model: DenseNetConfig) -> ModelCosts:
+    """Weights, params and MACs of the model, counted on its Keras graph (no training)."""
+    return model_costs(build_densenet(model))
+
+

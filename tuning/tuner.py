@@ -1,0 +1,153 @@
+"""keras-tuner tuners that train tfdense DenseNets with tfdense's own fit loop.
+
+keras-tuner 1.4.8's `Tuner._try_build` rejects tf_keras models (its issue #1039: it checks
+against Keras 3's Model class). These tuners override `run_trial`, the documented extension
+point, so `_try_build` is never reached: `run_trial` maps the trial's hyperparameters to a
+`RunConfig` (`tuning.space`), rejects it at no cost when it is over budget, trains it with
+`tfdense.fitting.fit` on the proxy schedule, and returns its metrics.
+
+Resume: keras-tuner keeps the search state in the project directory (`overwrite=False`); an
+interrupted trial is retried when the search restarts, and its own fit resumes from the
+trial's last completed epoch (BackupAndRestore in the trial directory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
+import keras_tuner as kt
+
+from tfdense import data as data_lib
+from tfdense import fitting
+from tfdense.config import ConfigError, RunConfig
+from tfdense.hparams import flatten, log_hparams
+from tfdense.model import build_densenet
+from tfdense.scores import imt_score
+from tuning import space
+
+OBJECTIVES = ("accuracy", "imt")
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """The short training that scores a candidate: `epochs` on `train_subset` images."""
+
+    epochs: int
+    train_subset: int  # 0 = all 45,000 training images
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    base: RunConfig  # everything the space does not set (data split, batch size, schedule kind, ...)
+    budget: space.Budget
+    proxy: Proxy
+    objective: str = "accuracy"  # or "imt": lowest IMT score among candidates above the floor
+    accuracy_floor: float = 0.0
+    space: str = "full"
+    verbose: int = 2
+
+
+def objective_for(settings: SearchSettings) -> kt.Objective:
+    if settings.objective == "accuracy":
+        return kt.Objective("val_accuracy", direction="max")
+    return kt.Objective("score", direction="min")
+
+
+class DenseNetSearch:
+    """The `run_trial` shared by every tuner below (a mixin over a keras-tuner Tuner)."""
+
+    settings: SearchSettings
+    _data: data_lib.Cifar | None = None
+
+    def data(self) -> data_lib.Cifar:
+        # Loaded on the first trial: a distributed chief never trains and never needs it.
+        if self._data is None:
+            base = self.settings.base
+            self._data = data_lib.prepare(dataclasses.replace(base.data, train_subset=self.settings.proxy.train_subset))
+        return self._data
+
+    def run_trial(self, trial: kt.engine.trial.Trial, *args, **kwargs) -> dict[str, float]:
+        settings = self.settings
+        hp = trial.hyperparameters
+        try:
+            config = self.hypermodel.build(hp)
+        except ConfigError as e:
+            raise kt.errors.FailedTrialError(f"invalid candidate: {e}") from e
+        costs = space.costs_of(config.model)
+        problems = settings.budget.violations(costs)
+        if problems:
+            raise kt.errors.FailedTrialError("over budget: " + "; ".join(problems))
+        # Hyperband gives each bracket its own number of epochs.
+        epochs = int(hp.values.get("tuner/epochs", settings.proxy.epochs))
+        recipe = dataclasses.replace(
+            fitting.Recipe.for_stage(config, "train"),
+            epochs=epochs,
+            warmup_epochs=min(config.train.warmup_epochs, epochs / 4),
+            seed=fitting.stage_seed(config.train.seed, "tune"),
+            verbose=settings.verbose,
+        )
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        paths = fitting.FitPaths(backup=trial_dir / "backup", history=trial_dir / "history.csv", logs=trial_dir / "logs")
+        start = time.perf_counter()
+        model, summary = fitting.fit(lambda: build_densenet(config.model), self.data(), config.data, recipe, paths)
+        val_accuracy = fitting.accuracy(model, self.data().x_val, self.data().y_val)
+        imt = imt_score(costs.weights, costs.macs)  # int8 weights and activations, unpruned
+        metrics = {
+            "val_accuracy": val_accuracy,
+            "imt_score": imt,
+            # Feasible candidates score their IMT (< 1); below the floor, 1 + the shortfall.
+            "score": imt if val_accuracy >= settings.accuracy_floor else 1.0 + settings.accuracy_floor - val_accuracy,
+            "weights": float(costs.weights),
+            "macs": float(costs.macs),
+            "epochs": float(summary.epochs),
+            "seconds": time.perf_counter() - start,
+        }
+        hparams = {k: v for k, v in hp.values.items() if isinstance(v, (bool, int, float, str))}
+        log_hparams(self.hparams_dir / f"trial_{trial.trial_id}", hparams, metrics, session=f"trial_{trial.trial_id}")
+        fitting.discard_backup(paths)
+        (trial_dir / "worker").write_text(os.environ.get("KERASTUNER_TUNER_ID", "local") + "\n")
+        return metrics
+
+    @property
+    def hparams_dir(self) -> Path:
+        return Path(self.project_dir) / "hparams"
+
+
+def _kwargs(settings: SearchSettings, out: Path, seed: int) -> dict[str, Any]:
+    return dict(
+        hypermodel=space.DenseNetHyperModel(settings.base, settings.space),
+        objective=objective_for(settings),
+        seed=seed,
+        directory=str(out),
+        project_name="search",
+        overwrite=False,
+        # Over-budget candidates fail by design; they must not end the search.
+        max_consecutive_failed_trials=1_000,
+    )
+
+
+class HyperbandSearch(DenseNetSearch, kt.Hyperband):
+    def __init__(self, settings: SearchSettings, out: Path, max_epochs: int, factor: int = 3, seed: int = 0):
+        self.settings = settings
+        super().__init__(max_epochs=max_epochs, factor=factor, hyperband_iterations=1, **_kwargs(settings, out, seed))
+
+
+class BayesianSearch(DenseNetSearch, kt.BayesianOptimization):
+    def __init__(self, settings: SearchSettings, out: Path, max_trials: int, seed: int = 0):
+        self.settings = settings
+        super().__init__(max_trials=max_trials, num_initial_points=min(4, max_trials), **_kwargs(settings, out, seed))
+
+
+class RandomSearch(DenseNetSearch, kt.RandomSearch):
+    def __init__(self, settings: SearchSettings, out: Path, max_trials: int, seed: int = 0):
+        self.settings = settings
+        super().__init__(max_trials=max_trials, **_kwargs(settings, out, seed))
+
+
+TUNERS = {"hyperband": HyperbandSearch, "bayesian": BayesianSearch, "random": RandomSearch}
