@@ -40,7 +40,8 @@ def test_over_budget_candidates_are_rejected_without_training(tmp_path, cifar10)
     for trial_id, record in records.items():
         history = out / "search" / f"trial_{trial_id}" / "history.csv"
         if record["hyperparameters"]["growth_rate"] == 4:
-            assert record["status"] == "FAILED" and "over budget: 1,076 weights > 600" in record["message"]
+            assert record["status"] == "REJECTED" and record["message"] == "over budget: 1,076 weights > 600"
+            assert "val_accuracy" not in record
             assert not history.exists()  # never trained
         else:
             assert record["status"] == "COMPLETED" and record["weights"] == 532 and 0 <= record["val_accuracy"] <= 1

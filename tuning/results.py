@@ -2,7 +2,8 @@
 
 Writes into the search's output folder:
 - `trials.json`: `{"settings": ..., "trials": [...]}`, each trial with its hyperparameters,
-  weights, MACs, `val_accuracy`, seconds and status (COMPLETED, or FAILED with the reason);
+  weights, MACs, `val_accuracy`, seconds and status (COMPLETED; REJECTED over budget, with the
+  reason; or keras-tuner's FAILED/INVALID with its message);
 - `summary.md`: the top trials as a table, the cost per trial, and the plot;
 - `accuracy_vs_weights.png`: every scored trial, coloured by MACs;
 - `best_config.yaml`: the winner, trainable with `python -m tfdense.train --config FILE`.
@@ -22,17 +23,28 @@ from tfdense.rundir import write_atomic, write_json
 SCORE_KEYS = ("val_accuracy", "imt_score", "score", "weights", "macs", "epochs", "seconds")
 
 
-def trial_records(tuner) -> list[dict[str, Any]]:
-    """One plain record per trial the oracle knows, in start order."""
+def trial_records(tuner, budget) -> list[dict[str, Any]]:
+    """One plain record per trial the oracle knows, in start order.
+
+    Status: COMPLETED (trained and scored), REJECTED (over `budget`, never trained, with the
+    reason), or keras-tuner's own (FAILED, INVALID, RUNNING) with its message.
+    """
+    from tuning import space
+
     records = []
-    for trial_id in sorted(tuner.oracle.trials):
+    for trial_id in sorted(tuner.oracle.trials, key=int):
         trial = tuner.oracle.trials[trial_id]
         record: dict[str, Any] = {"trial_id": trial_id, "status": str(trial.status)}
         record["hyperparameters"] = {k: v for k, v in trial.hyperparameters.values.items()}
+        rejected = trial.metrics.exists("rejected") and trial.metrics.get_last_value("rejected") == 1.0
         for key in SCORE_KEYS:
-            if trial.metrics.exists(key):
+            if trial.metrics.exists(key) and not (rejected and key in ("val_accuracy", "imt_score", "score", "epochs", "seconds")):
                 record[key] = float(trial.metrics.get_last_value(key))
-        if trial.message:
+        if rejected:
+            costs = space.costs_of(tuner.hypermodel.build(trial.hyperparameters.copy()).model)
+            record["status"] = "REJECTED"
+            record["message"] = "over budget: " + "; ".join(budget.violations(costs))
+        elif trial.message:
             record["message"] = trial.message.strip().splitlines()[-1][:300]
         records.append(record)
     return records
@@ -73,9 +85,9 @@ def _plot(records: list[dict[str, Any]], best: dict[str, Any] | None, path: Path
     plt.close(fig)
 
 
-def write_results(tuner, settings_dict: dict[str, Any], out: Path, objective: str) -> dict[str, Any] | None:
+def write_results(tuner, settings_dict: dict[str, Any], out: Path, objective: str, budget) -> dict[str, Any] | None:
     """Writes the files of the module docstring; returns the best record (None if nothing scored)."""
-    records = trial_records(tuner)
+    records = trial_records(tuner, budget)
     best = best_record(records, objective)
     write_json(out / "trials.json", {"settings": settings_dict, "trials": records})
     _plot(records, best, out / "accuracy_vs_weights.png")

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": args.set,
         "space": args.space,
     }
-    best = results.write_results(tuner, summary, out, args.objective)
+    best = results.write_results(tuner, summary, out, args.objective, budget)
     if best is None:
         print("[tuning] no trial was scored (all rejected or failed); see summary.md", file=sys.stderr)
         return 1

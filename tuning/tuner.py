@@ -3,7 +3,8 @@
 keras-tuner 1.4.8's `Tuner._try_build` rejects tf_keras models (its issue #1039: it checks
 against Keras 3's Model class). These tuners override `run_trial`, the documented extension
 point, so `_try_build` is never reached: `run_trial` maps the trial's hyperparameters to a
-`RunConfig` (`tuning.space`), rejects it at no cost when it is over budget, trains it with
+`RunConfig` (`tuning.space`), rejects it untrained when it is over budget (scored as the worst
+candidate, marked `rejected`), trains it with
 `tfdense.fitting.fit` on the proxy schedule, and returns its metrics.
 
 Resume: keras-tuner keeps the search state in the project directory (`overwrite=False`); an
@@ -80,9 +81,13 @@ class DenseNetSearch:
         except ConfigError as e:
             raise kt.errors.FailedTrialError(f"invalid candidate: {e}") from e
         costs = space.costs_of(config.model)
-        problems = settings.budget.violations(costs)
-        if problems:
-            raise kt.errors.FailedTrialError("over budget: " + "; ".join(problems))
+        if settings.budget.violations(costs):
+            # Rejected untrained, but scored as the worst possible candidate rather than failed:
+            # a failed trial tells BayesianOptimization nothing, and it kept proposing
+            # over-budget candidates (6 in a row in the first search); a zero teaches it where
+            # the budget ends.
+            return {"val_accuracy": 0.0, "imt_score": 1.0, "score": 2.0, "weights": float(costs.weights),
+                    "macs": float(costs.macs), "epochs": 0.0, "seconds": 0.0, "rejected": 1.0}
         # Hyperband gives each bracket its own number of epochs.
         epochs = int(hp.values.get("tuner/epochs", settings.proxy.epochs))
         recipe = dataclasses.replace(
@@ -107,6 +112,7 @@ class DenseNetSearch:
             "macs": float(costs.macs),
             "epochs": float(summary.epochs),
             "seconds": time.perf_counter() - start,
+            "rejected": 0.0,
         }
         hparams = {k: v for k, v in hp.values.items() if isinstance(v, (bool, int, float, str))}
         log_hparams(self.hparams_dir / f"trial_{trial.trial_id}", hparams, metrics, session=f"trial_{trial.trial_id}")
