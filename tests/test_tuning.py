@@ -69,6 +69,11 @@ def test_search_killed_mid_trial_continues_where_it_stopped(tmp_path, cifar10):
     assert first.exists() and '"COMPLETED"' in first.read_text(), "the kill must land after the first trial"
     finished_first = (out / "search" / "trial_0" / "history.csv").stat().st_mtime_ns
 
+    report = subprocess.run(command + ["--results-only"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert trials(out)["0"]["status"] == "COMPLETED"  # the interrupted state, reported as it stands
+    assert not (out / "search" / "trial_2").exists()  # and no trial run for it
+
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Reloading Tuner" in result.stdout + result.stderr

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--space", choices=("full", "tiny"), default="full", help="the search space (tiny: two smoke-sized models, for tests)")
     parser.add_argument("--seed", type=int, default=0, help="the tuner's sampling seed (training seeds come from train.seed)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2, help="per-trial Keras progress: 0 silent, 1 bar, 2 one line per epoch")
+    parser.add_argument("--results-only", action="store_true", help="write the results of the search in --out as it stands, run no trial")
     return parser
 
 
@@ -90,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         tuner = TUNERS["hyperband"](settings, out, max_epochs=args.max_epochs, seed=args.seed)
     else:
         tuner = TUNERS[args.tuner](settings, out, max_trials=args.max_trials, seed=args.seed)
-    tuner.search(verbose=1)
+    if args.results_only:
+        if not (out / "search" / "oracle.json").exists():
+            print(f"error: {out} holds no search to report", file=sys.stderr)
+            return 2
+    else:
+        tuner.search(verbose=1)
     role = os.environ.get("KERASTUNER_TUNER_ID", "")
     if "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in role:
         print(f"[tuning] worker {role}: no more trials", file=sys.stderr)
