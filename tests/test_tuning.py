@@ -135,3 +135,18 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, args, message):
     result = run_cli("tuning.search", "--out", str(tmp_path / "s"), *args, timeout=60)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "s").exists()
+
+
+def test_spearman_matches_hand_computed_ranks():
+    from tuning.proxy_check import spearman
+
+    assert spearman([0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.9]) == pytest.approx(1.0)
+    assert spearman([0.1, 0.2, 0.3, 0.4], [0.9, 0.7, 0.6, 0.5]) == pytest.approx(-1.0)
+    # d = (0, 0, 1, -1): rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    assert spearman([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(0.8)
+
+
+def test_proxy_check_refuses_too_few_trials(tmp_path):
+    (tmp_path / "trials.json").write_text(json.dumps({"settings": {}, "trials": [{"trial_id": "0", "val_accuracy": 0.5}]}))
+    result = run_cli("tuning.proxy_check", "--search", str(tmp_path), "--trials", "0", "--out", str(tmp_path / "o"), timeout=60)
+    assert result.returncode == 2 and "need >= 4 scored trial ids" in result.stderr
