@@ -27,7 +27,7 @@ import keras_tuner as kt
 from tfdense import data as data_lib
 from tfdense import fitting
 from tfdense.config import ConfigError, RunConfig
-from tfdense.hparams import flatten, log_hparams
+from tfdense.hparams import log_hparams
 from tfdense.model import build_densenet
 from tfdense.scores import imt_score
 from tuning import space
