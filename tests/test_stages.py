@@ -82,6 +82,17 @@ def test_prune_stage_zeroes_the_target_fraction_of_pruned_layers(pruned):
     assert metrics.per_layer_sparsity["conv2_block1_2_conv"] == pytest.approx(0.5, abs=0.02)
 
 
+def test_channel_pruning_narrows_the_model_and_fine_tunes_it(tmp_path, data, trained):
+    config = dataclasses.replace(CONFIG, prune=dataclasses.replace(CONFIG.prune, channel_fraction=0.5, target_sparsity=0.0))
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.open(config, "test")
+    model, metrics = prune.run(trained[0], data, config, run_dir)
+    assert metrics.weights < metrics.weights_before_slimming == trained[1].weights
+    assert metrics.sparsity == 0.0 and metrics.slimmed_val_accuracy is not None
+    assert model.get_layer("conv2_block1_2_conv").filters == CONFIG.model.growth_rate // 2
+    assert prune.load(run_dir).count_params() == model.count_params()
+
+
 def test_qat_stage_after_pruning_keeps_the_zeros(pruned, quantized):
     _, prune_metrics = pruned
     _, metrics = quantized
@@ -107,6 +118,30 @@ def test_evaluate_stage_measures_the_deployed_model_on_the_test_set(run_dir, dat
     assert metrics.deployed.tflite_bytes == run_dir.export_file("model_int8.tflite").stat().st_size
     assert metrics.keras_weights == metrics.deployed.weights
     assert set(metrics.models) == {p.name for p in run_dir.tflite_files()}
+
+
+def test_ship_publishes_the_run_with_figures_measured_on_the_test_set(tmp_path, run_dir, exported, cifar10):
+    from tfdense import ship
+
+    assert ship.main([str(run_dir.path), "--name", "tiny_int8", "--out", str(tmp_path), "--latency-images", "5"]) == 0
+    registry = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(registry) == {"tiny_int8.tflite", "tiny_uint8.tflite"}
+    figures = registry["tiny_int8.tflite"]
+    assert figures["tflite_bytes"] == (tmp_path / "tiny_int8.tflite").stat().st_size
+    assert (tmp_path / "tiny_int8.tflite").read_bytes() == run_dir.export_file("model_int8.tflite").read_bytes()
+    assert figures["test_accuracy"] == registry["tiny_uint8.tflite"]["test_accuracy"]
+    assert figures["training_seconds"] > 0 and set(figures["peer_latency_ms"]) == {"pretrainedResnet_quant.tflite", "pretrainedResnet_large_int8.tflite"}
+    assert "tiny_int8[] = {" in (tmp_path / "tiny_int8.cc").read_text().replace("\n", " ")
+    assert (tmp_path / "tiny_int8_float.h5").exists() and (tmp_path / "accuracy_vs_bytes.png").stat().st_size > 10_000
+    shipped = (tmp_path / "tiny_int8.yaml").read_text()
+    assert shipped.startswith("# Reproduces tiny_int8.tflite") and "growth_rate: 4" in shipped
+
+
+def test_ship_refuses_a_run_without_an_export(tmp_path, capsys):
+    from tfdense import ship
+
+    assert ship.main([str(tmp_path), "--name", "model_int8"]) == 2
+    assert "run the export stage" in capsys.readouterr().err
 
 
 def test_evaluate_without_an_export_names_the_missing_stage(tmp_path, data):

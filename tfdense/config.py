@@ -150,6 +150,9 @@ class PruneConfig:
     Unstructured: sparsity ramps from `initial_sparsity` to `target_sparsity` (`schedule`,
     `ramp_fraction`, masks updated every `frequency` steps). `m_by_n="2:4"` instead keeps the
     2 largest of every 4 weights from the first step: 50 % by construction, no ramp.
+    `channel_fraction` first removes that fraction of the output channels of every pruned conv
+    (structured, `tfdense.slimming`: a narrower model, fewer bytes and MACs); the fine-tune then
+    applies TF-MOT's weight sparsity on top if `target_sparsity` > 0.
     """
 
     section: ClassVar[str] = "prune"
@@ -162,9 +165,11 @@ class PruneConfig:
     m_by_n: str = ""  # "2:4" for structured M:N sparsity; "" = unstructured
     skip_layers: tuple[str, ...] = ("stem", "predictions")  # layer-name prefixes left unpruned
     learning_rate: float = 0.01
+    channel_fraction: float = 0.0  # structured: output channels removed per pruned conv; 0 = off
 
     def __post_init__(self) -> None:
         s = self.section
+        _require(0 <= self.channel_fraction < 1, f"{s}.channel_fraction", "must be in [0, 1)", self.channel_fraction)
         _require(0 <= self.target_sparsity < 1, f"{s}.target_sparsity", "must be in [0, 1)", self.target_sparsity)
         _require(0 <= self.initial_sparsity <= self.target_sparsity, f"{s}.initial_sparsity", "must be in [0, target_sparsity]", self.initial_sparsity)
         _require(self.schedule in ("polynomial", "constant"), f"{s}.schedule", "must be 'polynomial' or 'constant'", self.schedule)

@@ -53,6 +53,11 @@ class PruneMetrics(_Metrics):
     sparsity_misses: list[str]
     per_layer_sparsity: dict[str, float]
     train_seconds: float
+    # Structured pruning (prune.channel_fraction > 0): the trained model's weights and the
+    # narrowed model's validation accuracy before its fine-tune.
+    channel_fraction: float = 0.0
+    weights_before_slimming: int | None = None
+    slimmed_val_accuracy: float | None = None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from tfdense.data import load_cifar10
 from tfdense.litert import evaluate_tflite, format_table
 from tfdense.metrics import ModelMetrics
 from tfdense.peers import PEER_SETS, peer_files
+from tfdense.plots import accuracy_scatter, sparsity_curves
 from tfdense.rundir import RunDir, write_json
 
 
@@ -61,55 +62,6 @@ def stage_rows(measured: dict[str, ModelMetrics]) -> list[tuple[str, ModelMetric
     return [(stage, measured[name]) for stage, name in files if name in measured]
 
 
-def _scatter(points: list[dict[str, Any]], key: str, xlabel: str, path: Path) -> None:
-    """Accuracy against `key` for every point (`label`, `kind` ours/peer, `test_accuracy`, `key`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for p in points:
-        if p["kind"] == "peer":
-            ax.scatter(p[key], 100 * p["test_accuracy"], marker="s", s=50, color="tab:gray")
-            ax.annotate(p["label"], (p[key], 100 * p["test_accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
-        else:  # our stages often sit close together: a legend entry each instead of labels that collide
-            ax.scatter(p[key], 100 * p["test_accuracy"], marker="o", s=45, label=p["label"])
-    ax.axhline(90, color="tab:red", linestyle="--", linewidth=1, label="90 % target")
-    if key == "tflite_bytes":
-        ax.axvline(64 * 1024, color="tab:orange", linestyle=":", linewidth=1, label="64 KiB")
-    ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("CIFAR-10 test accuracy (%, LiteRT)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _plot_curves(curves_by_run: dict[str, dict[str, list[tuple[int, float]]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves_by_run), figsize=(7 * len(curves_by_run), 4.5), squeeze=False)
-    for ax, (run, curves) in zip(axes[0], curves_by_run.items()):
-        for layer, points in sorted(curves.items()):
-            steps, values = zip(*points)
-            ax.plot(steps, np.array(values) * 100, linewidth=1, label=layer.replace("prune_low_magnitude_", ""))
-        ax.set_title(f"{run}: per-layer sparsity while pruning")
-        ax.set_xlabel("fine-tuning step")
-        ax.set_ylabel("sparsity (%)")
-        ax.grid(True, alpha=0.3)
-        if len(curves) <= 12:
-            ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_images: int = 300) -> dict[str, Any]:
     """Evaluates everything in this process and writes the report files into `out`."""
     _, (x_test, y_test) = load_cifar10()
@@ -134,10 +86,10 @@ def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_ima
     points += [{**m.to_dict(), "label": label, "kind": "peer"} for label, m in peer_rows]
     everything["peers"] = [{"peer": label, **m.to_dict()} for label, m in peer_rows]
 
-    _scatter(points, "tflite_bytes", ".tflite bytes (log)", out / "accuracy_vs_bytes.png")
-    _scatter(points, "macs", "MACs per image (log)", out / "accuracy_vs_macs.png")
+    accuracy_scatter(points, "tflite_bytes", ".tflite bytes (log)", out / "accuracy_vs_bytes.png")
+    accuracy_scatter(points, "macs", "MACs per image (log)", out / "accuracy_vs_macs.png")
     if curves_by_run:
-        _plot_curves(curves_by_run, out / "pruning_curves.png")
+        sparsity_curves(curves_by_run, out / "pruning_curves.png")
     text = [
         "# tfdense report",
         "",

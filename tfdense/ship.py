@@ -6,7 +6,10 @@ array regenerated with `NAME` as its symbol, `labels.txt`, and `NAME.yaml`: the 
 config, which `python -m tfdense.train --config exports/NAME.yaml` trains again). Each shipped
 .tflite is measured here on all 10,000 test images with LiteRT (1 thread), beside the MLPerf
 Tiny peers in the same process for latency, and its figures are merged into
-`exports/metrics.json`, which CI checks against the files (`tests/test_exports.py`).
+`exports/metrics.json`, which CI checks against the files (`tests/test_exports.py`), with
+the run's training time (train + prune + QAT epochs, summed over resumed sessions). The
+float Keras model QAT started from is copied as `NAME_float.h5` when under 2 MiB, and
+`exports/accuracy_vs_bytes.png` is redrawn: every shipped int8 file beside the peers.
 """
 
 from __future__ import annotations
@@ -24,14 +27,21 @@ from tfdense.config import from_dict
 from tfdense.rundir import RunDir, read_json, write_atomic, write_json
 
 EXPORTS = Path(__file__).resolve().parents[1] / "exports"
+FLOAT_SOURCE_LIMIT = 2 * 1024 * 1024
 SHIPPED_KEYS = ("test_accuracy", "tflite_bytes", "gzip_bytes", "weights", "nonzero_weights", "params", "macs", "imt_score", "latency_ms")
 
 
-def shipped_figures(metrics, run: str, peer_latency: dict[str, float]) -> dict[str, Any]:
+def shipped_figures(metrics, run_dir: RunDir, peer_latency: dict[str, float]) -> dict[str, Any]:
     figures = {k: getattr(metrics, k) for k in SHIPPED_KEYS}
-    figures["run"] = run
+    figures["run"] = str(run_dir.path)
+    figures["training_seconds"] = round(training_seconds(run_dir), 1)
     figures["peer_latency_ms"] = peer_latency  # measured in the same process
     return figures
+
+
+def training_seconds(run_dir: RunDir) -> float:
+    """Seconds spent in the epochs of every fitting stage that ran (resumed sessions summed)."""
+    return sum(run_dir.read_stage_metrics(stage)["train_seconds"] for stage in ("train", "prune", "qat") if run_dir.is_complete(stage))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     from tfdense.data import load_test
-    from tfdense.litert import TFLiteClassifier, evaluate_tflite
+    from tfdense.litert import evaluate_tflite
     from tfdense.peers import peer_files
+    from tfdense.plots import accuracy_scatter
+    from tfdense.stages import float_source
     from tfdense.stages.export import c_array
 
     out = Path(args.out)
@@ -67,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     write_atomic(out / f"{args.name}.cc", source)
     write_atomic(out / f"{args.name}.h", header)
     shutil.copyfile(run_dir.export_file("labels.txt"), out / "labels.txt")
+    float_model = run_dir.model(float_source(run_dir))
+    if float_model.exists() and float_model.stat().st_size <= FLOAT_SOURCE_LIMIT:
+        shutil.copyfile(float_model, out / f"{args.name}_float.h5")
     recipe = config.to_dict()
     recipe["model"]["block_layers"] = list(recipe["model"]["block_layers"])
     recipe["prune"]["skip_layers"] = list(recipe["prune"]["skip_layers"])
@@ -74,16 +89,21 @@ def main(argv: list[str] | None = None) -> int:
                  + yaml.safe_dump(recipe, sort_keys=False))
 
     x_test, y_test = load_test(config.data)
-    peer_latency = {}
+    peers = {}
     for peer in peer_files("mlperf-tiny"):
-        peer_latency[peer.name] = TFLiteClassifier(peer).latency_ms(x_test[: args.latency_images])
+        print(f"[tfdense] measuring peer {peer.name} ...", file=sys.stderr, flush=True)
+        peers[peer.name] = evaluate_tflite(peer, x_test, y_test, 1, args.latency_images)[0]
+    peer_latency = {name: m.latency_ms for name, m in peers.items()}
     registry_path = out / "metrics.json"
     registry = read_json(registry_path) if registry_path.exists() else {}
     for kind in ("int8", "uint8"):
         print(f"[tfdense] measuring {names[kind]} on {len(x_test):,} test images ...", file=sys.stderr, flush=True)
         metrics, _ = evaluate_tflite(out / names[kind], x_test, y_test, 1, args.latency_images)
-        registry[names[kind]] = shipped_figures(metrics, str(run_dir.path), peer_latency)
+        registry[names[kind]] = shipped_figures(metrics, run_dir, peer_latency)
     write_json(registry_path, registry)
+    points = [{**figures, "label": name, "kind": "ours"} for name, figures in sorted(registry.items()) if "uint8" not in name]
+    points += [{**m.to_dict(), "label": Path(name).stem, "kind": "peer"} for name, m in peers.items()]
+    accuracy_scatter(points, "tflite_bytes", ".tflite bytes (log)", out / "accuracy_vs_bytes.png")
     for name in names.values():
         figures = registry[name]
         print(f"{name}: {100 * figures['test_accuracy']:.2f} % at {figures['tflite_bytes']:,} bytes, {figures['macs']:,} MACs, "

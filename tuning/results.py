@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tfdense.plots import trials_scatter
 from tfdense.rundir import write_atomic, write_json
 
 SCORE_KEYS = ("val_accuracy", "imt_score", "score", "weights", "macs", "epochs", "seconds")
@@ -59,38 +60,12 @@ def best_record(records: list[dict[str, Any]], objective: str) -> dict[str, Any]
     return min(scored, key=lambda r: r["score"])
 
 
-def _plot(records: list[dict[str, Any]], best: dict[str, Any] | None, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scored = [r for r in records if "val_accuracy" in r]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    if scored:
-        points = ax.scatter(
-            [r["weights"] for r in scored], [100 * r["val_accuracy"] for r in scored], c=[r["macs"] / 1e6 for r in scored], cmap="viridis", s=40
-        )
-        fig.colorbar(points, label="MACs (millions)")
-        for r in scored:
-            ax.annotate(r["trial_id"], (r["weights"], 100 * r["val_accuracy"]), textcoords="offset points", xytext=(4, 3), fontsize=6)
-    if best is not None:
-        ax.scatter([best["weights"]], [100 * best["val_accuracy"]], marker="*", s=220, facecolors="none", edgecolors="tab:red", label="chosen")
-        ax.legend(fontsize=7)
-    ax.set_xlabel("weights (conv/dense kernel entries)")
-    ax.set_ylabel("validation accuracy (%, proxy training)")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def write_results(tuner, settings_dict: dict[str, Any], out: Path, objective: str, budget) -> dict[str, Any] | None:
     """Writes the files of the module docstring; returns the best record (None if nothing scored)."""
     records = trial_records(tuner, budget)
     best = best_record(records, objective)
     write_json(out / "trials.json", {"settings": settings_dict, "trials": records})
-    _plot(records, best, out / "accuracy_vs_weights.png")
+    trials_scatter(records, best, out / "accuracy_vs_weights.png")
     scored = sorted((r for r in records if "val_accuracy" in r), key=lambda r: -r["val_accuracy"])
     failed = [r for r in records if "val_accuracy" not in r]
     lines = [

@@ -1,6 +1,7 @@
-"""The prune stage: TF-MOT magnitude pruning with a sparsity schedule, fine-tuning, strip.
+"""The prune stage: channel pruning and/or TF-MOT magnitude pruning, fine-tuning, strip.
 
-Wraps every convolution and Dense kernel (except the layers named in `prune.skip_layers`) in
+With `prune.channel_fraction` > 0 the trained model is first narrowed (`tfdense.slimming`).
+Then, if `prune.target_sparsity` > 0 or `m_by_n` is set, it wraps every convolution and Dense kernel (except the layers named in `prune.skip_layers`) in
 `prune_low_magnitude`, fine-tunes with the shared fit loop while the sparsity ramps up, logs
 per-layer sparsity curves for TensorBoard, strips the wrappers and checks each layer's achieved
 sparsity against the target.
@@ -23,6 +24,7 @@ from tfdense.costs import kernels, model_costs
 from tfdense.data import Cifar
 from tfdense.metrics import PruneMetrics
 from tfdense.rundir import RunDir
+from tfdense.slimming import slim_by_fraction
 from tfdense.stages import fit_paths, load_keras_model
 
 NAME = "prune"
@@ -86,8 +88,14 @@ def pruning_schedule(config: PruneConfig, steps_per_epoch: int) -> _sparsity.Pru
     )
 
 
+def uses_weight_sparsity(config: PruneConfig) -> bool:
+    return config.target_sparsity > 0 or bool(config.m_by_n)
+
+
 def apply_pruning(model: keras.Model, config: PruneConfig, steps_per_epoch: int) -> keras.Model:
     """Wraps the pruned layers of `model` for pruning (weights shared with `model`)."""
+    if not uses_weight_sparsity(config):
+        return model  # channel pruning only: a plain fine-tune of the narrowed model
     schedule = pruning_schedule(config, steps_per_epoch)
     m_by_n = tuple(int(v) for v in config.m_by_n.split(":")) if config.m_by_n else None
 
@@ -131,6 +139,11 @@ def run(model: keras.Model, data: Cifar, config: RunConfig, run_dir: RunDir) -> 
     recipe = fitting.Recipe.for_stage(config, NAME)
     steps = fitting.steps_per_epoch(len(data.x_train), recipe.batch_size)
     paths = fit_paths(run_dir, NAME)
+    weights_before, slimmed_accuracy = None, None
+    if prune.channel_fraction:
+        weights_before = model_costs(model).weights
+        model = slim_by_fraction(model, prune.channel_fraction, prune.skip_layers)
+        slimmed_accuracy = fitting.accuracy(model, data.x_val, data.y_val)
     pruned, summary = fitting.fit(
         lambda: apply_pruning(model, prune, steps),
         data,
@@ -157,6 +170,9 @@ def run(model: keras.Model, data: Cifar, config: RunConfig, run_dir: RunDir) -> 
         sparsity_misses=misses,
         per_layer_sparsity={k: round(v["sparsity"], 4) for k, v in per_layer.items()},
         train_seconds=summary.train_seconds,
+        channel_fraction=prune.channel_fraction,
+        weights_before_slimming=weights_before,
+        slimmed_val_accuracy=slimmed_accuracy,
     )
     run_dir.write_stage_metrics(NAME, metrics.to_dict())
     fitting.discard_backup(paths)
