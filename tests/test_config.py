@@ -50,11 +50,20 @@ def test_set_overrides_coerce_to_field_types():
         ("data.flip=maybe", "data.flip must be true or false"),
         ("model.block_layers=4,0", "model.block_layers entries must be >= 1"),
         ("trainepochs=3", "--set expects section.field=value"),
+        ("model.stem_init=pca", "model.stem_init must be 'he_normal' or 'whiten'"),
+        ("prune.channel_fraction=1", "prune.channel_fraction must be in [0, 1)"),
     ],
 )
 def test_bad_override_is_rejected_naming_the_field(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         apply_overrides(PRESETS["smoke"], [override])
+
+
+def test_whitened_stem_needs_an_even_width_within_twice_the_patch_size():
+    with pytest.raises(ConfigError, match="model.stem_filters must be even and <= 54"):
+        apply_overrides(PRESETS["smoke"], ["model.stem_init=whiten", "model.stem_filters=56"])
+    with pytest.raises(ConfigError, match="model.stem_filters must be even"):
+        apply_overrides(PRESETS["smoke"], ["model.stem_init=whiten", "model.stem_filters=9"])
 
 
 def test_unknown_preset_is_rejected():

@@ -11,7 +11,7 @@ import tf_keras as keras
 
 from tfdense.config import DenseNetConfig
 from tfdense.costs import layer_costs, model_costs
-from tfdense.model import build_densenet
+from tfdense.model import build_densenet, build_for_training, whitening_kernel
 
 TINY = DenseNetConfig(name="tiny", stem_filters=8, block_layers=(2, 1), growth_rate=4, bottleneck=8, compression=0.5)
 
@@ -55,6 +55,36 @@ def test_grouped_and_strided_variants_count_fewer_weights():
     assert model_costs(strided).macs < base.macs
     by_name = {c.name: c for c in layer_costs(build_densenet(dataclasses.replace(TINY, groups=2)))}
     assert by_name["conv2_block1_2_conv"].weights == 3 * 3 * 4 * 4  # 8 in / 2 groups, 4 out
+
+
+def _smooth_images(count: int, seed: int = 0) -> np.ndarray:
+    # Neighbouring pixels correlate, as in photos: the patch covariance has distinct eigenvalues.
+    coarse = np.random.default_rng(seed).uniform(0, 255, (count, 8, 8, 3))
+    return np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2).astype(np.uint8)
+
+
+def test_whitening_stem_outputs_uncorrelated_unit_variance_directions_in_both_signs():
+    images = _smooth_images(64)
+    kernel = whitening_kernel(images, 3, 16, eps=0.0)
+    outputs = tf.nn.conv2d(images.astype(np.float32) / 255, kernel, 1, "VALID").numpy().reshape(-1, 16)
+    np.testing.assert_allclose(outputs[:, 8:], -outputs[:, :8], atol=1e-4)
+    np.testing.assert_allclose(np.cov(outputs[:, :8], rowvar=False), np.eye(8), atol=1e-3)
+
+
+def test_whitened_stem_is_set_from_the_images_and_frozen():
+    config = dataclasses.replace(TINY, stem_init="whiten")
+    images = _smooth_images(32)
+    model = build_for_training(config, images)
+    stem = model.get_layer("stem_conv")
+    assert not stem.trainable and not stem.trainable_weights
+    np.testing.assert_array_equal(stem.get_weights()[0], whitening_kernel(images, 3, 8))
+    assert build_for_training(TINY, images).get_layer("stem_conv").trainable
+
+
+def test_bn_momentum_reaches_every_batchnorm():
+    model = build_densenet(dataclasses.replace(TINY, bn_momentum=0.99))
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 8 and all(layer.momentum == 0.99 for layer in norms)
 
 
 def test_qat_model_converts_to_full_int8_tflite():

@@ -44,9 +44,22 @@ class DenseNetConfig:
     # trains grouped convs ~6.5x slower on CPU than the same model ungrouped (README, Speed).
     groups: int = 1
     dropout: float = 0.0  # before the classifier
+    # Moving-average momentum of every BatchNorm's statistics: at 0.9 they average ~10 batches,
+    # so validation accuracy can swing between epochs while the weights still move fast.
+    bn_momentum: float = 0.9
+    # "he_normal", or "whiten": the stem kernel is set from the training images' patch
+    # covariance (stem_filters/2 top eigenvectors, both signs, scaled to unit variance) and
+    # frozen, as in airbench; it stays an ordinary Conv2D, so it quantizes like the rest.
+    stem_init: str = "he_normal"
 
     def __post_init__(self) -> None:
         s = self.section
+        _require(0 < self.bn_momentum < 1, f"{s}.bn_momentum", "must be in (0, 1)", self.bn_momentum)
+        _require(self.stem_init in ("he_normal", "whiten"), f"{s}.stem_init", "must be 'he_normal' or 'whiten'", self.stem_init)
+        if self.stem_init == "whiten":
+            patch = self.stem_kernel * self.stem_kernel * 3
+            _require(self.stem_filters % 2 == 0 and self.stem_filters <= 2 * patch, f"{s}.stem_filters",
+                     f"must be even and <= {2 * patch} with stem_init=whiten (both signs of each of the {patch} patch directions)", self.stem_filters)
         for f in ("stem_filters", "stem_kernel", "stem_stride", "growth_rate", "groups"):
             _require(getattr(self, f) >= 1, f"{s}.{f}", "must be >= 1", getattr(self, f))
         _require(self.stem_stride <= 2, f"{s}.stem_stride", "must be 1 or 2", self.stem_stride)

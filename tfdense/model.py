@@ -9,6 +9,8 @@ conversion after QAT ("same scale constraint").
 
 from __future__ import annotations
 
+import numpy as np
+
 import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
 import tf_keras as keras
 from tf_keras import layers
@@ -23,7 +25,7 @@ from tfdense.data import NUM_CLASSES
 PIXEL_SCALE = 1.0 / 255.0
 
 
-def conv_block(x, filters: int, kernel_size: int, name: str, strides: int = 1, groups: int = 1):
+def conv_block(x, filters: int, kernel_size: int, name: str, strides: int = 1, groups: int = 1, bn_momentum: float = 0.9):
     """Conv -> BN -> ReLU, the unit TF-MOT folds into one quantized convolution."""
     x = layers.Conv2D(
         filters,
@@ -35,32 +37,32 @@ def conv_block(x, filters: int, kernel_size: int, name: str, strides: int = 1, g
         kernel_initializer="he_normal",
         name=name + "_conv",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1.001e-5, name=name + "_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1.001e-5, name=name + "_bn")(x)
     return layers.ReLU(name=name + "_relu")(x)
 
 
-def dense_layer(x, growth_rate: int, bottleneck: int, groups: int, name: str):
+def dense_layer(x, growth_rate: int, bottleneck: int, groups: int, name: str, bn_momentum: float = 0.9):
     """One DenseNet layer: optional 1x1 bottleneck, a 3x3 conv of `growth_rate` maps, concat."""
     y = x
     if bottleneck:
-        y = conv_block(y, bottleneck, 1, name=name + "_1")
+        y = conv_block(y, bottleneck, 1, name=name + "_1", bn_momentum=bn_momentum)
     groups = _groups_for(y.shape[-1], growth_rate, groups)
-    y = conv_block(y, growth_rate, 3, name=name + "_2", groups=groups)
+    y = conv_block(y, growth_rate, 3, name=name + "_2", groups=groups, bn_momentum=bn_momentum)
     return layers.Concatenate(name=name + "_concat")([x, y])
 
 
-def dense_block(x, num_layers: int, growth_rate: int, bottleneck: int, groups: int, name: str):
+def dense_block(x, num_layers: int, growth_rate: int, bottleneck: int, groups: int, name: str, bn_momentum: float = 0.9):
     for i in range(num_layers):
-        x = dense_layer(x, growth_rate, bottleneck, groups, name=f"{name}_block{i + 1}")
+        x = dense_layer(x, growth_rate, bottleneck, groups, name=f"{name}_block{i + 1}", bn_momentum=bn_momentum)
     return x
 
 
-def transition_block(x, compression: float, pool: str, name: str):
+def transition_block(x, compression: float, pool: str, name: str, bn_momentum: float = 0.9):
     """1x1 compression, then halve the resolution (max pool, or the 1x1 itself strided 2)."""
     filters = max(1, int(round(x.shape[-1] * compression)))
     if pool == "conv":
-        return conv_block(x, filters, 1, name=name, strides=2)
-    x = conv_block(x, filters, 1, name=name)
+        return conv_block(x, filters, 1, name=name, strides=2, bn_momentum=bn_momentum)
+    x = conv_block(x, filters, 1, name=name, bn_momentum=bn_momentum)
     return layers.MaxPooling2D(2, strides=2, name=name + "_pool")(x)
 
 
@@ -73,17 +75,51 @@ def build_densenet(config: DenseNetConfig) -> keras.Model:
     """Builds the DenseNet described by `config`; input is raw uint8-range RGB, output softmax."""
     inputs = keras.Input(shape=(32, 32, 3), name="pixels")
     x = layers.Rescaling(PIXEL_SCALE, name="normalize")(inputs)
-    x = conv_block(x, config.stem_filters, config.stem_kernel, name="stem", strides=config.stem_stride)
+    momentum = config.bn_momentum
+    x = conv_block(x, config.stem_filters, config.stem_kernel, name="stem", strides=config.stem_stride, bn_momentum=momentum)
     if config.stem_pool:
         x = layers.MaxPooling2D(2, strides=2, name="stem_pool")(x)
     for b, num_layers in enumerate(config.block_layers):
         x = dense_block(
-            x, num_layers, config.growth_rate, config.bottleneck, config.groups, name=f"conv{b + 2}"
+            x, num_layers, config.growth_rate, config.bottleneck, config.groups, name=f"conv{b + 2}", bn_momentum=momentum
         )
         if b < len(config.block_layers) - 1:
-            x = transition_block(x, config.compression, config.transition_pool, name=f"pool{b + 2}")
+            x = transition_block(x, config.compression, config.transition_pool, name=f"pool{b + 2}", bn_momentum=momentum)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if config.dropout:
         x = layers.Dropout(config.dropout, name="dropout")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(x)
     return keras.Model(inputs, outputs, name=config.name)
+
+
+def whitening_kernel(images: np.ndarray, kernel_size: int, filters: int, eps: float = 5e-4) -> np.ndarray:
+    """A `(k, k, 3, filters)` kernel that projects k x k patches onto their principal directions.
+
+    The `filters // 2` leading eigenvectors of the patch covariance (pixels scaled as the model
+    scales them), each divided by sqrt(eigenvalue + eps) so every output has unit variance, then
+    the same filters negated: after the ReLU neither sign of a direction is lost (airbench).
+    """
+    x = images.astype(np.float32) * PIXEL_SCALE
+    dims = kernel_size * kernel_size * 3
+    total, outer, count = np.zeros(dims), np.zeros((dims, dims)), 0
+    for start in range(0, len(x), 256):  # chunks: all patches of 5,000 images would need ~0.5 GB
+        windows = np.lib.stride_tricks.sliding_window_view(x[start : start + 256], (kernel_size, kernel_size), axis=(1, 2))
+        patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, dims).astype(np.float64)  # (k, k, channel) order of a Conv2D kernel
+        total += patches.sum(axis=0)
+        outer += patches.T @ patches
+        count += len(patches)
+    mean = total / count
+    eigenvalues, eigenvectors = np.linalg.eigh(outer / count - np.outer(mean, mean))
+    order = np.argsort(eigenvalues)[::-1][: filters // 2]
+    scaled = eigenvectors[:, order] / np.sqrt(eigenvalues[order] + eps)
+    return np.concatenate([scaled, -scaled], axis=1).reshape(kernel_size, kernel_size, 3, filters).astype(np.float32)
+
+
+def build_for_training(config: DenseNetConfig, x_train: np.ndarray, whitening_images: int = 5000) -> keras.Model:
+    """`build_densenet`, with the stem whitened from `x_train` and frozen when `stem_init="whiten"`."""
+    model = build_densenet(config)
+    if config.stem_init == "whiten":
+        stem = model.get_layer("stem_conv")
+        stem.set_weights([whitening_kernel(x_train[:whitening_images], config.stem_kernel, config.stem_filters)])
+        stem.trainable = False
+    return model

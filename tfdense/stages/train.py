@@ -13,7 +13,7 @@ from tfdense.config import RunConfig
 from tfdense.costs import model_costs
 from tfdense.data import Cifar
 from tfdense.metrics import TrainMetrics
-from tfdense.model import build_densenet
+from tfdense.model import build_for_training
 from tfdense.rundir import RunDir
 from tfdense.stages import fit_paths, load_keras_model
 
@@ -24,7 +24,7 @@ def run(model: keras.Model | None, data: Cifar, config: RunConfig, run_dir: RunD
     """Trains `model`, or a new one from `config.model`; writes `train/model.h5` and metrics."""
     paths = fit_paths(run_dir, NAME, keep_best=True)
     model, summary = fitting.fit(
-        lambda: model if model is not None else build_densenet(config.model),
+        lambda: model if model is not None else build_for_training(config.model, data.x_train),
         data,
         config.data,
         fitting.Recipe.for_stage(config, NAME),
