@@ -93,6 +93,21 @@ def test_channel_pruning_narrows_the_model_and_fine_tunes_it(tmp_path, data, tra
     assert prune.load(run_dir).count_params() == model.count_params()
 
 
+def test_a_new_run_adopts_the_trained_stage_of_a_run_with_the_same_recipe(tmp_path, run_dir, trained):
+    channels = dataclasses.replace(CONFIG, prune=dataclasses.replace(CONFIG.prune, channel_fraction=0.5, target_sparsity=0.0))
+    branch = RunDir(tmp_path / "branch")
+    stages = branch.adoptable_stages(run_dir, channels)
+    assert stages == ["train"]  # its prune settings differ, so only the trained model is shared
+    branch.open(channels, "test")
+    branch.adopt(run_dir, stages)
+    assert branch.is_complete("train") and not branch.is_complete("prune")
+    assert branch.model("train").read_bytes() == run_dir.model("train").read_bytes()
+    assert json.loads(branch.config_file.read_text())["adopted"] == {"train": str(run_dir.path)}
+    longer = dataclasses.replace(CONFIG, train=dataclasses.replace(CONFIG.train, epochs=3))
+    with pytest.raises(RunDirError, match="train.epochs: saved 2, now 3"):
+        RunDir(tmp_path / "other").adoptable_stages(run_dir, longer)
+
+
 def test_qat_stage_after_pruning_keeps_the_zeros(pruned, quantized):
     _, prune_metrics = pruned
     _, metrics = quantized

@@ -80,6 +80,7 @@ def test_run_killed_mid_training_resumes_from_last_epoch(tmp_path, cifar10):
         (["--set", "model.growth_rate=0"], "model.growth_rate must be >= 1"),
         (["--set", "prune.target_sparsity=1"], "prune.target_sparsity must be in [0, 1)"),
         (["--stages", "train,distill"], "unknown stage(s) distill"),
+        (["--from", "/nonexistent/run"], "--from /nonexistent/run is not a tfdense run"),
     ],
 )
 def test_bad_command_line_fails_fast_with_one_line(tmp_path, args, message):

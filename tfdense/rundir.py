@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -30,6 +31,13 @@ from tfdense.config import ConfigError, RunConfig, from_dict, migrate
 NON_RESULT_FIELDS = (("train", "verbose"), ("data", "data_dir"), ("evaluate", "threads"), ("evaluate", "latency_images"))
 
 STAGES = ("train", "prune", "qat", "export", "evaluate")
+
+# The config sections each fitting stage's result depends on (its own and every earlier one's).
+STAGE_INPUTS = {
+    "train": ("model", "data", "train"),
+    "prune": ("model", "data", "train", "prune"),
+    "qat": ("model", "data", "train", "prune", "qat"),
+}
 
 
 class RunDirError(ValueError):
@@ -182,6 +190,39 @@ class RunDir:
         self._check_writable()
         write_json(self.config_file, {"preset": preset, "config": config.to_dict(), "git_revision": git_revision(), "tfdense": tfdense.__version__})
         return False
+
+    def adoptable_stages(self, source: RunDir, config: RunConfig) -> list[str]:
+        """The leading fitting stages of `source` that a run of `config` would compute identically.
+
+        Refuses (RunDirError) a source whose train stage is missing or differs, naming the field.
+        """
+        try:
+            theirs = result_identity(read_json(source.config_file)["config"])
+        except (OSError, ValueError, KeyError) as e:
+            raise RunDirError(f"--from {source.path} is not a tfdense run ({e})") from e
+        ours = result_identity(config.to_dict())
+        stages = []
+        for stage, sections in STAGE_INPUTS.items():
+            same = all(theirs.get(s) == ours.get(s) for s in sections)
+            if stage == "train" and not (same and source.is_complete("train")):
+                why = _first_difference({s: theirs.get(s, {}) for s in sections}, {s: ours.get(s, {}) for s in sections}) if not same else "its train stage is not complete"
+                raise RunDirError(f"--from {source.path} cannot provide the train stage ({why})")
+            if not (same and source.is_complete(stage)):
+                break
+            stages.append(stage)
+        return stages
+
+    def adopt(self, source: RunDir, stages: list[str]) -> None:
+        """Copies `stages` (outputs, metrics, history, TensorBoard logs) from `source`, recording where from."""
+        for stage in stages:
+            if self.is_complete(stage):
+                continue
+            shutil.copytree(source.stage(stage), self.stage(stage), dirs_exist_ok=True, ignore=shutil.ignore_patterns("backup"))
+            if source.logs(stage).exists():
+                shutil.copytree(source.logs(stage), self.logs(stage), dirs_exist_ok=True)
+        saved = read_json(self.config_file)
+        saved["adopted"] = {**saved.get("adopted", {}), **{stage: str(source.path) for stage in stages}}
+        write_json(self.config_file, saved)
 
     def _check_writable(self) -> None:
         try:

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field; repeatable")
     parser.add_argument("--out", help="run directory (default: runs/<preset>)")
     parser.add_argument("--stages", default="all", help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    parser.add_argument("--from", dest="source", metavar="RUN",
+                        help="take the completed train (and matching prune, qat) stages from another run of the same "
+                        "model, data and train config, e.g. to compare compression settings on one trained model")
     parser.add_argument("--data-dir", help="local CIFAR-10 copy: cifar-10-batches-py folder or cifar-10-python.tar.gz")
     return parser
 
@@ -51,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         config = resolve(args.preset, args.config, overrides)
         stages = parse_stages(args.stages)
         run_dir = RunDir(args.out or Path("runs") / args.preset)
+        adopted = run_dir.adoptable_stages(RunDir(args.source), config) if args.source else []
         resuming = run_dir.open(config, args.preset)
+        if adopted:
+            run_dir.adopt(RunDir(args.source), adopted)
+            print(f"[tfdense] stages {', '.join(adopted)} taken from {args.source}", file=sys.stderr, flush=True)
     except (ConfigError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
