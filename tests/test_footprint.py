@@ -40,3 +40,11 @@ def test_footprint_cli_refuses_a_file_that_is_not_tflite(tmp_path):
     bad.write_bytes(b"0123456789")
     result = run_cli("tfdense.footprint", str(bad), timeout=120)
     assert result.returncode == 2 and "not a TFLite model" in result.stderr
+
+
+def test_size_fit_recovers_the_overheads_it_was_given():
+    from tfdense.sizefit import fit
+
+    rows = [{"weights": w, "channels": c, "layers": n, "bytes": w + 27 * c + 135 * n + 1100}
+            for w, c, n in [(70752, 218, 36), (43256, 478, 81), (1076, 48, 26), (173064, 922, 96)]]
+    np.testing.assert_allclose(fit(rows), [27, 135, 1100], rtol=1e-6)

@@ -39,6 +39,7 @@ def test_over_budget_candidates_are_rejected_without_training(tmp_path, cifar10)
     assert len(records) == 4
     for trial_id, record in records.items():
         history = out / "search" / f"trial_{trial_id}" / "history.csv"
+        assert record["int8_bytes"] > record["weights"]  # every trial carries its predicted file size
         if record["hyperparameters"]["growth_rate"] == 4:
             assert record["status"] == "REJECTED" and record["message"] == "over budget: 1,076 weights > 600"
             assert "val_accuracy" not in record
@@ -54,6 +55,17 @@ def test_over_budget_candidates_are_rejected_without_training(tmp_path, cifar10)
     assert "2 scored trials, 2 rejected or failed" in summary
     assert (out / "accuracy_vs_weights.png").read_bytes()[:4] == b"\x89PNG"
     assert any((out / "search" / "hparams").rglob("events.out.tfevents.*"))
+
+
+def test_byte_budget_rejects_on_the_predicted_int8_size():
+    from tfdense.config import DenseNetConfig
+    from tuning.space import Budget, costs_of
+
+    costs = costs_of(DenseNetConfig(name="tiny", stem_filters=8, block_layers=(1, 1), growth_rate=4, bottleneck=8))
+    assert Budget(10**6, 10**9, max_bytes=costs.int8_bytes).violations(costs) == []
+    assert Budget(10**6, 10**9, max_bytes=costs.int8_bytes - 1).violations(costs) == [
+        f"{costs.int8_bytes:,} predicted int8 bytes > {costs.int8_bytes - 1:,}"
+    ]
 
 
 def test_search_killed_mid_trial_continues_where_it_stopped(tmp_path, cifar10):

@@ -2,7 +2,7 @@
 
 Writes into the search's output folder:
 - `trials.json`: `{"settings": ..., "trials": [...]}`, each trial with its hyperparameters,
-  weights, MACs, `val_accuracy`, seconds and status (COMPLETED; REJECTED over budget, with the
+  weights, MACs, predicted int8 bytes, `val_accuracy`, seconds and status (COMPLETED; REJECTED over budget, with the
   reason; or keras-tuner's FAILED/INVALID with its message);
 - `summary.md`: the top trials as a table, the cost per trial, and the plot;
 - `accuracy_vs_weights.png`: every scored trial, coloured by MACs;
@@ -21,7 +21,7 @@ import yaml
 from tfdense.plots import trials_scatter
 from tfdense.rundir import write_atomic, write_json
 
-SCORE_KEYS = ("val_accuracy", "imt_score", "score", "weights", "macs", "epochs", "seconds")
+SCORE_KEYS = ("val_accuracy", "imt_score", "score", "weights", "macs", "int8_bytes", "epochs", "seconds")
 
 
 def trial_records(tuner, budget) -> list[dict[str, Any]]:
@@ -41,8 +41,10 @@ def trial_records(tuner, budget) -> list[dict[str, Any]]:
         for key in SCORE_KEYS:
             if trial.metrics.exists(key) and not (rejected and key in ("val_accuracy", "imt_score", "score", "epochs", "seconds")):
                 record[key] = float(trial.metrics.get_last_value(key))
-        if rejected:
+        if rejected or "int8_bytes" not in record:  # trials scored before the size prediction existed
             costs = space.costs_of(tuner.hypermodel.build(trial.hyperparameters.copy()).model)
+            record["int8_bytes"] = float(costs.int8_bytes)
+        if rejected:
             record["status"] = "REJECTED"
             record["message"] = "over budget: " + "; ".join(budget.violations(costs))
         elif trial.message:
@@ -76,13 +78,13 @@ def write_results(tuner, settings_dict: dict[str, Any], out: Path, objective: st
         f"{len(scored)} scored trials, {len(failed)} rejected or failed. Validation accuracy after the proxy training "
         "(fixed validation split; the test set is never used here).",
         "",
-        "| trial | val accuracy | weights | MACs | epochs | seconds | hyperparameters |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| trial | val accuracy | weights | MACs | int8 bytes (predicted) | epochs | seconds | hyperparameters |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in scored:
         hp = ", ".join(f"{k}={v}" for k, v in r["hyperparameters"].items() if not k.startswith("tuner/"))
         lines.append(
-            f"| {r['trial_id']} | {100 * r['val_accuracy']:.2f} % | {int(r['weights']):,} | {int(r['macs']):,} | "
+            f"| {r['trial_id']} | {100 * r['val_accuracy']:.2f} % | {int(r['weights']):,} | {int(r['macs']):,} | {int(r['int8_bytes']):,} | "
             f"{int(r.get('epochs', 0))} | {r['seconds']:.0f} | {hp} |"
         )
     if scored:

@@ -34,9 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tuner", choices=("hyperband", "bayesian", "random"), default="bayesian", help="search algorithm (default: bayesian)")
     parser.add_argument("--out", required=True, help="search folder: keras-tuner state, trial logs, results")
     parser.add_argument("--profile", choices=PROFILE_NAMES, default="rung1",
-                        help="budget profile: rung1 = 70,000 weights / 12.5M MACs, 64k = 45,000 / 12.5M (default: rung1)")
+                        help="budget profile: rung1 = 70,000 weights / 12.5M MACs, 64k = 45,000 / 12.5M / 65,536 predicted int8 bytes (default: rung1)")
     parser.add_argument("--max-weights", type=int, help="override the profile's weight budget (conv/dense kernel entries)")
     parser.add_argument("--max-macs", type=int, help="override the profile's MAC budget (per 32x32 image)")
+    parser.add_argument("--max-bytes", type=int, help="override the profile's budget on the predicted stripped int8 .tflite bytes")
     parser.add_argument("--max-trials", type=int, default=16, help="trials for bayesian/random, rejected ones included (default 16)")
     parser.add_argument("--max-epochs", type=int, default=9, help="hyperband: epochs of the longest bracket (default 9)")
     parser.add_argument("--epochs", type=int, default=6, help="proxy epochs per trial for bayesian/random (default 6)")
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--train-subset must be in [0, {50000 - base.data.val_size}], got {args.train_subset}")
         if not 0 <= args.accuracy_floor < 1:
             raise ConfigError(f"--accuracy-floor must be in [0, 1), got {args.accuracy_floor}")
-        for name in ("max_weights", "max_macs"):
+        for name in ("max_weights", "max_macs", "max_bytes"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
     except ConfigError as e:
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     from tuning.tuner import TUNERS, Proxy, SearchSettings
 
     profile = space.PROFILES[args.profile]
-    budget = space.Budget(max_weights=args.max_weights or profile.max_weights, max_macs=args.max_macs or profile.max_macs)
+    budget = space.Budget(max_weights=args.max_weights or profile.max_weights, max_macs=args.max_macs or profile.max_macs,
+                          max_bytes=args.max_bytes or profile.max_bytes)
     settings = SearchSettings(
         base=base,
         budget=budget,

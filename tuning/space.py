@@ -23,9 +23,12 @@ class Budget:
 
     max_weights: int
     max_macs: int
+    max_bytes: int | None = None  # predicted stripped int8 .tflite bytes (`tfdense.costs.predicted_int8_bytes`)
 
     def violations(self, costs: ModelCosts) -> list[str]:
         problems = []
+        if self.max_bytes is not None and costs.int8_bytes > self.max_bytes:
+            problems.append(f"{costs.int8_bytes:,} predicted int8 bytes > {self.max_bytes:,}")
         if costs.weights > self.max_weights:
             problems.append(f"{costs.weights:,} weights > {self.max_weights:,}")
         if costs.macs > self.max_macs:
@@ -35,7 +38,11 @@ class Budget:
 
 # Default budgets: the shipped model's (a .tflite under ResNet-8's 98,496 bytes at <= its MACs),
 # and a tighter profile for the 64 KiB target.
-PROFILES = {"rung1": Budget(max_weights=70_000, max_macs=12_500_000), "64k": Budget(max_weights=45_000, max_macs=12_500_000)}
+# Weights alone do not bound the file: 43k weights in 20 thin layers export to ~68 KB (README).
+PROFILES = {
+    "rung1": Budget(max_weights=70_000, max_macs=12_500_000),
+    "64k": Budget(max_weights=45_000, max_macs=12_500_000, max_bytes=65_536),
+}
 
 
 def declare(hp: kt.HyperParameters, space: str = "full") -> None:

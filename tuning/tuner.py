@@ -87,7 +87,7 @@ class DenseNetSearch:
             # over-budget candidates (6 in a row in the first search); a zero teaches it where
             # the budget ends.
             return {"val_accuracy": 0.0, "imt_score": 1.0, "score": 2.0, "weights": float(costs.weights),
-                    "macs": float(costs.macs), "epochs": 0.0, "seconds": 0.0, "rejected": 1.0}
+                    "macs": float(costs.macs), "int8_bytes": float(costs.int8_bytes), "epochs": 0.0, "seconds": 0.0, "rejected": 1.0}
         # Hyperband gives each bracket its own number of epochs.
         epochs = int(hp.values.get("tuner/epochs", settings.proxy.epochs))
         recipe = dataclasses.replace(
@@ -110,6 +110,7 @@ class DenseNetSearch:
             "score": imt if val_accuracy >= settings.accuracy_floor else 1.0 + settings.accuracy_floor - val_accuracy,
             "weights": float(costs.weights),
             "macs": float(costs.macs),
+            "int8_bytes": float(costs.int8_bytes),  # predicted
             "epochs": float(summary.epochs),
             "seconds": time.perf_counter() - start,
             "rejected": 0.0,

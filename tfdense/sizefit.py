@@ -1,0 +1,96 @@
+"""`python -m tfdense.sizefit [--out FILE]`: measure the int8 file-size predictor against real conversions.
+
+Builds eight DenseNets of 1k-173k weights (the presets' and the search's shapes), gives their
+BatchNorms trained-looking statistics (they fold into distinct biases, which the converter
+cannot share), applies QAT with activation ranges calibrated on images (distinct ranges make
+each concatenation need a requantize op, as after real QAT), converts and strips each one as
+the export stage does, and fits `bytes - weights = a * channels + b * layers + c` by least
+squares. Prints each model's measured and predicted bytes, with the coefficients in
+`tfdense.costs` and with the new fit; `--out` also writes them as JSON. About 6 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+CANDIDATES = {
+    "rung1-dn71k": dict(stem_filters=32, block_layers=(3, 3), growth_rate=16, bottleneck=0, compression=1.0),
+    "search-trial09": dict(stem_filters=32, stem_stride=2, stem_pool=False, block_layers=(5, 5), growth_rate=8, bottleneck=32, compression=0.5),
+    "quick": dict(stem_filters=16, block_layers=(3, 4, 6), growth_rate=12, bottleneck=24, compression=0.5),
+    "full": dict(stem_filters=24, block_layers=(4, 6, 8), growth_rate=16, bottleneck=32, compression=0.5),
+    "wide-2x2": dict(stem_filters=16, block_layers=(2, 2), growth_rate=24, bottleneck=0, compression=0.75),
+    "thin-5-4-2": dict(stem_filters=32, block_layers=(5, 4, 2), growth_rate=8, bottleneck=0, compression=0.5),
+    "smoke": dict(stem_filters=8, block_layers=(1, 1), growth_rate=4, bottleneck=8),
+    "wide-6-6": dict(stem_filters=24, block_layers=(6, 6), growth_rate=20, bottleneck=48, compression=0.5),
+}
+
+
+def measure(name: str, fields: dict, images: np.ndarray, seed: int = 1) -> dict:
+    """Stripped int8 bytes of one candidate, beside the features the predictor reads."""
+    from tf_keras import layers
+
+    from tfdense.config import DenseNetConfig
+    from tfdense.costs import kernels, model_costs
+    from tfdense.footprint import strip
+    from tfdense.model import build_densenet
+    from tfdense.stages.export import representative_images, to_tflite
+    from tfdense.stages.qat import calibrate_ranges, quantize
+
+    model = build_densenet(DenseNetConfig(name=name.replace("-", "_"), **fields))
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)])
+    qat = quantize(model)
+    calibrate_ranges(qat, model, images)
+    content = strip(to_tflite(qat, int8=True, representative=representative_images(images, count=32)))
+    costs = model_costs(model)
+    return {
+        "name": name,
+        "weights": costs.weights,
+        "channels": int(sum(v.shape[-1] for v in kernels(model).values())),
+        "layers": len(model.layers),
+        "bytes": len(content),
+        "predicted": costs.int8_bytes,
+    }
+
+
+def fit(rows: list[dict]) -> np.ndarray:
+    """(per channel, per layer, fixed) bytes on top of one byte per weight, least squares."""
+    features = np.array([[r["channels"], r["layers"], 1.0] for r in rows])
+    overhead = np.array([r["bytes"] - r["weights"] for r in rows], dtype=float)
+    return np.linalg.lstsq(features, overhead, rcond=None)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tfdense.sizefit", description=__doc__.split("\n\n")[0].replace("`", ""))
+    parser.add_argument("--out", help="also write the measurements and both fits as JSON here")
+    args = parser.parse_args(argv)
+
+    from tfdense.rundir import write_json
+
+    images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)
+    rows = []
+    for i, (name, fields) in enumerate(CANDIDATES.items(), 1):
+        print(f"[tfdense] converting {name} ({i}/{len(CANDIDATES)}) ...", file=sys.stderr, flush=True)
+        rows.append(measure(name, fields, images))
+    coefficients = fit(rows)
+    print("| model | weights | channels | layers | bytes | predicted (tfdense.costs) | error | refit |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        refit = r["weights"] + float(np.dot(coefficients, [r["channels"], r["layers"], 1.0]))
+        print(f"| {r['name']} | {r['weights']:,} | {r['channels']:,} | {r['layers']} | {r['bytes']:,} | {r['predicted']:,} | "
+              f"{100 * (r['predicted'] - r['bytes']) / r['bytes']:+.2f} % | {refit:,.0f} |")
+    print(f"\nrefit: {coefficients[0]:.2f} bytes per channel, {coefficients[1]:.2f} per layer, {coefficients[2]:.0f} fixed")
+    if args.out:
+        write_json(Path(args.out), {"rows": rows, "refit": {"per_channel": coefficients[0], "per_layer": coefficients[1], "fixed": coefficients[2]}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
