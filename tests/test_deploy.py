@@ -12,6 +12,8 @@ from tfdense.litert import TFLiteClassifier
 
 pytestmark = pytest.mark.slow
 CAT_PHOTO = REPO / "tests" / "data" / "chelsea_cat.png"
+EXPORTS = REPO / "exports"
+SHIPPED_UINT8 = sorted(p.name for p in EXPORTS.glob("*uint8*.tflite"))
 
 
 def mediapipe_scores(model: Path, images: np.ndarray) -> np.ndarray:
@@ -43,6 +45,15 @@ def test_uint8_model_in_mediapipe_matches_the_int8_model_in_litert(smoke_run, ci
     assert np.abs(via_mediapipe - via_litert).max() <= 4 / 256
     accuracy = {name: np.mean(s.argmax(1) == y_test[:1000]) for name, s in (("mediapipe", via_mediapipe), ("litert", via_litert))}
     assert abs(accuracy["mediapipe"] - accuracy["litert"]) <= 0.005, accuracy
+
+
+@pytest.mark.parametrize("name", SHIPPED_UINT8)
+def test_shipped_uint8_model_in_mediapipe_keeps_the_int8_accuracy(name, cifar10):
+    _, (x_test, y_test) = cifar10
+    images, labels = x_test[:2000], y_test[:2000]
+    int8_accuracy = np.mean(TFLiteClassifier(EXPORTS / name.replace("uint8", "int8")).scores(images).argmax(1) == labels)
+    mediapipe_accuracy = np.mean(mediapipe_scores(EXPORTS / name, images).argmax(1) == labels)
+    assert abs(mediapipe_accuracy - int8_accuracy) <= 0.005, (mediapipe_accuracy, int8_accuracy)
 
 
 def test_predict_classifies_a_real_photo(smoke_run):
