@@ -124,24 +124,15 @@ def test_qat_model_converts_to_full_int8_tflite():
 
 
 def test_int8_file_size_is_predicted_within_one_percent_before_conversion():
-    from tfdense.costs import predicted_int8_bytes
-    from tfdense.footprint import strip
-    from tfdense.stages.export import representative_images, to_tflite
-    from tfdense.stages.qat import calibrate_ranges, quantize
+    from tfdense.sizefit import measure
 
     # Two wide layers per block (42,480 weights): fast to convert, in the fit's range.
-    model = build_densenet(DenseNetConfig(name="mid", stem_filters=16, block_layers=(2, 2), growth_rate=24, bottleneck=0, compression=0.75))
-    rng = np.random.default_rng(0)
-    for layer in model.layers:  # trained BatchNorms fold into distinct biases, as in a real export
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)])
-    x = rng.integers(0, 256, (32, 32, 32, 3)).astype(np.uint8)
-    qat = quantize(model)
-    calibrate_ranges(qat, model, x)
-    actual = len(strip(to_tflite(qat, int8=True, representative=representative_images(x, count=16))))
-    assert predicted_int8_bytes(model) == pytest.approx(actual, rel=0.01)
-    assert model_costs(model).int8_bytes == predicted_int8_bytes(model)
+    fields = dict(stem_filters=16, block_layers=(2, 2), growth_rate=24, bottleneck=0, compression=0.75)
+    images = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3)).astype(np.uint8)
+    row = measure("mid", fields, images)
+    assert row["predicted"] == pytest.approx(row["bytes"], rel=0.01)
+    model = build_densenet(DenseNetConfig(name="mid", **fields))
+    assert model_costs(model).int8_bytes == row["predicted"]
 
 
 def test_optional_tflite_variants_convert_and_shrink():

@@ -101,12 +101,16 @@ INT8_BYTES_PER_LAYER = 135.16
 INT8_BYTES_FIXED = 1098
 
 
+def int8_size_features(model: keras.Model) -> tuple[int, int, int]:
+    """What the file size is predicted from: (weights, conv/dense output channels, Keras layers)."""
+    values = list(kernels(model).values())
+    return sum(int(v.size) for v in values), sum(int(v.shape[-1]) for v in values), len(model.layers)
+
+
 def predicted_int8_bytes(model: keras.Model) -> int:
     """Predicted bytes of `model` exported as a stripped full-int8 .tflite, without converting it."""
-    values = kernels(model).values()
-    weights = sum(v.size for v in values)
-    channels = sum(v.shape[-1] for v in values)
-    return int(round(weights + INT8_BYTES_PER_CHANNEL * channels + INT8_BYTES_PER_LAYER * len(model.layers) + INT8_BYTES_FIXED))
+    weights, channels, num_layers = int8_size_features(model)
+    return int(round(weights + INT8_BYTES_PER_CHANNEL * channels + INT8_BYTES_PER_LAYER * num_layers + INT8_BYTES_FIXED))
 
 
 def model_costs(model: keras.Model) -> ModelCosts:

@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -34,7 +34,7 @@ def measure(name: str, fields: dict, images: np.ndarray, seed: int = 1) -> dict:
     from tf_keras import layers
 
     from tfdense.config import DenseNetConfig
-    from tfdense.costs import kernels, model_costs
+    from tfdense.costs import int8_size_features, predicted_int8_bytes
     from tfdense.footprint import strip
     from tfdense.model import build_densenet
     from tfdense.stages.export import representative_images, to_tflite
@@ -49,14 +49,14 @@ def measure(name: str, fields: dict, images: np.ndarray, seed: int = 1) -> dict:
     qat = quantize(model)
     calibrate_ranges(qat, model, images)
     content = strip(to_tflite(qat, int8=True, representative=representative_images(images, count=32)))
-    costs = model_costs(model)
+    weights, channels, num_layers = int8_size_features(model)
     return {
         "name": name,
-        "weights": costs.weights,
-        "channels": int(sum(v.shape[-1] for v in kernels(model).values())),
-        "layers": len(model.layers),
+        "weights": weights,
+        "channels": channels,
+        "layers": num_layers,
         "bytes": len(content),
-        "predicted": costs.int8_bytes,
+        "predicted": predicted_int8_bytes(model),
     }
 
 
