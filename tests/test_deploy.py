@@ -56,6 +56,20 @@ def test_shipped_uint8_model_in_mediapipe_keeps_the_int8_accuracy(name, cifar10)
     assert abs(mediapipe_accuracy - int8_accuracy) <= 0.005, (mediapipe_accuracy, int8_accuracy)
 
 
+@pytest.mark.parametrize("name", SHIPPED_UINT8)
+def test_shipped_models_call_the_cat_photo_a_cat_in_predict_and_in_mediapipe(name):
+    int8 = EXPORTS / name.replace("uint8", "int8")
+    result = run_cli("tfdense.predict", str(CAT_PHOTO), "--model", str(int8), "--top", "1", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split(": ", 1)[1].startswith("cat "), result.stdout
+    # MediaPipe gets the full-size photo and resizes it itself, as an app's camera frame would be.
+    from PIL import Image
+
+    photo = np.asarray(Image.open(CAT_PHOTO).convert("RGB"))
+    labels = (EXPORTS / "labels.txt").read_text().split()
+    assert labels[int(mediapipe_scores(EXPORTS / name, photo[None]).argmax())] == "cat"
+
+
 def test_predict_classifies_a_real_photo(smoke_run):
     result = run_cli("tfdense.predict", str(CAT_PHOTO), "--model", str(smoke_run / "model_int8.tflite"), "--top", "3", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
