@@ -68,6 +68,20 @@ def test_byte_budget_rejects_on_the_predicted_int8_size():
     ]
 
 
+def test_winner_is_the_best_trial_within_the_budget_even_if_a_bigger_one_scored_higher():
+    from tuning.results import best_record
+    from tuning.space import Budget
+
+    def trial(trial_id, accuracy, int8_bytes):
+        return {"trial_id": trial_id, "val_accuracy": accuracy, "weights": 60_000, "macs": 7_000_000, "int8_bytes": int8_bytes}
+
+    # Trial 10 was scored before the byte budget existed: it stays in the results but cannot win.
+    records = [trial("10", 0.61, 103_023), trial("13", 0.60, 77_948), trial("12", 0.59, 52_484), {"trial_id": "14", "status": "REJECTED"}]
+    assert best_record(records, "accuracy", Budget(70_000, 12_500_000, max_bytes=98_496))["trial_id"] == "13"
+    assert best_record(records, "accuracy", Budget(70_000, 12_500_000))["trial_id"] == "10"
+    assert best_record(records, "accuracy", Budget(70_000, 12_500_000, max_bytes=50_000)) is None
+
+
 def test_search_killed_mid_trial_continues_where_it_stopped(tmp_path, cifar10):
     out = tmp_path / "search"
     command = search_command(out)

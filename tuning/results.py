@@ -6,7 +6,8 @@ Writes into the search's output folder:
   reason; or keras-tuner's FAILED/INVALID with its message);
 - `summary.md`: the top trials as a table, the cost per trial, and the plot;
 - `accuracy_vs_weights.png`: every scored trial, coloured by MACs;
-- `best_config.yaml`: the winner, trainable with `python -m tfdense.train --config FILE`.
+- `best_config.yaml`: the winner among the scored trials within the budget, trainable with
+  `python -m tfdense.train --config FILE`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tfdense.costs import ModelCosts
 from tfdense.plots import trials_scatter
 from tfdense.rundir import write_atomic, write_json
 
@@ -53,8 +55,16 @@ def trial_records(tuner, budget) -> list[dict[str, Any]]:
     return records
 
 
-def best_record(records: list[dict[str, Any]], objective: str) -> dict[str, Any] | None:
-    scored = [r for r in records if "val_accuracy" in r]
+def over_budget(record: dict[str, Any], budget) -> list[str]:
+    """What a scored trial's recorded costs break in `budget`: trials scored under an older,
+    looser budget (e.g. before the byte budget existed) stay in the results but cannot win."""
+    costs = ModelCosts(weights=int(record["weights"]), params=0, macs=int(record["macs"]), int8_bytes=int(record["int8_bytes"]))
+    return budget.violations(costs)
+
+
+def best_record(records: list[dict[str, Any]], objective: str, budget) -> dict[str, Any] | None:
+    """The winner among the scored trials that fit `budget` (None if none does)."""
+    scored = [r for r in records if "val_accuracy" in r and not over_budget(r, budget)]
     if not scored:
         return None
     if objective == "accuracy":
@@ -65,7 +75,7 @@ def best_record(records: list[dict[str, Any]], objective: str) -> dict[str, Any]
 def write_results(tuner, settings_dict: dict[str, Any], out: Path, objective: str, budget) -> dict[str, Any] | None:
     """Writes the files of the module docstring; returns the best record (None if nothing scored)."""
     records = trial_records(tuner, budget)
-    best = best_record(records, objective)
+    best = best_record(records, objective, budget)
     write_json(out / "trials.json", {"settings": settings_dict, "trials": records})
     trials_scatter(records, best, out / "accuracy_vs_weights.png")
     scored = sorted((r for r in records if "val_accuracy" in r), key=lambda r: -r["val_accuracy"])
@@ -78,14 +88,15 @@ def write_results(tuner, settings_dict: dict[str, Any], out: Path, objective: st
         f"{len(scored)} scored trials, {len(failed)} rejected or failed. Validation accuracy after the proxy training "
         "(fixed validation split; the test set is never used here).",
         "",
-        "| trial | val accuracy | weights | MACs | int8 bytes (predicted) | epochs | seconds | hyperparameters |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| trial | val accuracy | weights | MACs | int8 bytes (predicted) | within budget | epochs | seconds | hyperparameters |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in scored:
         hp = ", ".join(f"{k}={v}" for k, v in r["hyperparameters"].items() if not k.startswith("tuner/"))
+        fits = "; ".join(over_budget(r, budget)) or "yes"
         lines.append(
             f"| {r['trial_id']} | {100 * r['val_accuracy']:.2f} % | {int(r['weights']):,} | {int(r['macs']):,} | {int(r['int8_bytes']):,} | "
-            f"{int(r.get('epochs', 0))} | {r['seconds']:.0f} | {hp} |"
+            f"{fits} | {int(r.get('epochs', 0))} | {r['seconds']:.0f} | {hp} |"
         )
     if scored:
         per_epoch = [r["seconds"] / max(r.get("epochs", 1), 1) for r in scored]

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tuner", choices=("hyperband", "bayesian", "random"), default="bayesian", help="search algorithm (default: bayesian)")
     parser.add_argument("--out", required=True, help="search folder: keras-tuner state, trial logs, results")
     parser.add_argument("--profile", choices=PROFILE_NAMES, default="rung1",
-                        help="budget profile: rung1 = 70,000 weights / 12.5M MACs, 64k = 45,000 / 12.5M / 65,536 predicted int8 bytes (default: rung1)")
+                        help="budget profile: rung1 = 70,000 weights / 12.5M MACs / 98,496 predicted int8 bytes, 64k = 45,000 / 12.5M / 65,536 predicted int8 bytes (default: rung1)")
     parser.add_argument("--max-weights", type=int, help="override the profile's weight budget (conv/dense kernel entries)")
     parser.add_argument("--max-macs", type=int, help="override the profile's MAC budget (per 32x32 image)")
     parser.add_argument("--max-bytes", type=int, help="override the profile's budget on the predicted stripped int8 .tflite bytes")

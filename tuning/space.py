@@ -40,7 +40,7 @@ class Budget:
 # and a tighter profile for the 64 KiB target.
 # Weights alone do not bound the file: 43k weights in 20 thin layers export to ~68 KB (README).
 PROFILES = {
-    "rung1": Budget(max_weights=70_000, max_macs=12_500_000),
+    "rung1": Budget(max_weights=70_000, max_macs=12_500_000, max_bytes=98_496),
     "64k": Budget(max_weights=45_000, max_macs=12_500_000, max_bytes=65_536),
 }
 
