@@ -108,6 +108,25 @@ def test_a_new_run_adopts_the_trained_stage_of_a_run_with_the_same_recipe(tmp_pa
         RunDir(tmp_path / "other").adoptable_stages(run_dir, longer)
 
 
+def test_prune_and_qat_distil_from_the_model_they_start_from_when_asked(tmp_path, run_dir, data, trained):
+    config = dataclasses.replace(
+        CONFIG, prune=dataclasses.replace(CONFIG.prune, distill=True), qat=dataclasses.replace(CONFIG.qat, distill=True)
+    )
+    branch = RunDir(tmp_path / "distilled")
+    branch.open(config, "test")
+    branch.adopt(run_dir, ["train"])
+    _, prune_metrics = prune.run(train.load(branch), data, config, branch)
+    _, qat_metrics = qat.run(prune.load(branch), data, config, branch)
+    for stage in ("prune", "qat"):
+        history = fitting.read_history(branch.history(stage))
+        assert history and all(r["distill_loss"] > 0 for r in history), stage
+    # Distillation changes the loss, not what the stages guarantee.
+    assert prune_metrics.sparsity_within_tolerance, prune_metrics.sparsity_misses
+    assert qat_metrics.sparsity == pytest.approx(prune_metrics.sparsity, abs=1e-3)
+    plain = fitting.read_history(run_dir.history("train"))
+    assert all("distill_loss" not in r for r in plain)
+
+
 def test_qat_stage_after_pruning_keeps_the_zeros(pruned, quantized):
     _, prune_metrics = pruned
     _, metrics = quantized

@@ -179,6 +179,9 @@ class PruneConfig:
     skip_layers: tuple[str, ...] = ("stem", "predictions")  # layer-name prefixes left unpruned
     learning_rate: float = 0.01
     channel_fraction: float = 0.0  # structured: output channels removed per pruned conv; 0 = off
+    # Fine-tune against this run's trained float model as teacher (train.distill_alpha and
+    # temperature): what pruning removes is pulled back towards the model it came from.
+    distill: bool = False
 
     def __post_init__(self) -> None:
         s = self.section
@@ -204,6 +207,7 @@ class QatConfig:
     epochs: int = 5
     learning_rate: float = 0.005
     calibration_images: int = 2000  # training images that seed the activation ranges before QAT
+    distill: bool = False  # fine-tune against the float model QAT starts from, as teacher
 
     def __post_init__(self) -> None:
         s = self.section

@@ -9,10 +9,12 @@ the test set.
 
 from __future__ import annotations
 
+import dataclasses
+
 import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
 import tf_keras as keras
 
-from tfdense.fitting import FitPaths
+from tfdense.fitting import FitPaths, Recipe
 from tfdense.rundir import RunDir
 
 
@@ -37,3 +39,8 @@ def load_keras_model(path, custom_scope=None) -> keras.Model:
 def float_source(run_dir: RunDir) -> str:
     """The stage whose float model QAT starts from: prune when it ran, else train."""
     return "prune" if run_dir.is_complete("prune") else "train"
+
+
+def with_teacher(recipe: Recipe, run_dir: RunDir, stage: str, distill: bool) -> Recipe:
+    """`recipe` distilling from the saved model of `stage` in this run when `distill` is set."""
+    return dataclasses.replace(recipe, teacher=str(run_dir.require(run_dir.model(stage), stage))) if distill else recipe

@@ -25,7 +25,7 @@ from tfdense.data import Cifar
 from tfdense.metrics import PruneMetrics
 from tfdense.rundir import RunDir
 from tfdense.slimming import slim_by_fraction
-from tfdense.stages import fit_paths, load_keras_model
+from tfdense.stages import fit_paths, load_keras_model, with_teacher
 
 NAME = "prune"
 _sparsity = tfmot.sparsity.keras
@@ -136,7 +136,7 @@ def check_sparsity(per_layer: dict[str, dict[str, Any]], target: float) -> list[
 def run(model: keras.Model, data: Cifar, config: RunConfig, run_dir: RunDir) -> tuple[keras.Model, PruneMetrics]:
     """Prunes and fine-tunes the trained float model; returns the stripped model and metrics."""
     prune = config.prune
-    recipe = fitting.Recipe.for_stage(config, NAME)
+    recipe = with_teacher(fitting.Recipe.for_stage(config, NAME), run_dir, "train", prune.distill)
     steps = fitting.steps_per_epoch(len(data.x_train), recipe.batch_size)
     paths = fit_paths(run_dir, NAME)
     weights_before, slimmed_accuracy = None, None
