@@ -178,6 +178,16 @@ def test_ship_refuses_a_run_without_an_export(tmp_path, capsys):
     assert "run the export stage" in capsys.readouterr().err
 
 
+def test_ship_refuses_to_replace_a_float_model_that_a_shipped_config_distils_from(tmp_path, run_dir, exported):
+    from tfdense import ship
+
+    teacher = tmp_path / "tiny_int8_float.h5"
+    teacher.write_bytes(b"the teacher")
+    (tmp_path / "student_int8.yaml").write_text(f"train:\n  teacher: {teacher}\n")
+    assert ship.main([str(run_dir.path), "--name", "tiny_int8", "--out", str(tmp_path)]) == 2
+    assert teacher.read_bytes() == b"the teacher" and not (tmp_path / "tiny_int8.tflite").exists()
+
+
 def test_evaluate_without_an_export_names_the_missing_stage(tmp_path, data):
     run_dir = RunDir(tmp_path / "run")
     run_dir.open(CONFIG, "test")

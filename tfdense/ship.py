@@ -44,6 +44,16 @@ def training_seconds(run_dir: RunDir) -> float:
     return sum(run_dir.read_stage_metrics(stage)["train_seconds"] for stage in ("train", "prune", "qat") if run_dir.is_complete(stage))
 
 
+def teacher_configs(float_file: Path, configs: list[Path]) -> list[Path]:
+    """The configs among `configs` whose `train.teacher` is `float_file` (which shipping would replace)."""
+    named = []
+    for path in configs:
+        teacher = (yaml.safe_load(path.read_text()) or {}).get("train", {}).get("teacher") or ""
+        if teacher and Path(teacher).resolve() == float_file.resolve():
+            named.append(path)
+    return named
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfdense.ship", description=__doc__.split("\n\n")[0].replace("`", ""))
     parser.add_argument("run", help="a run directory whose export stage completed")
@@ -60,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             print(f"error: {path} is missing: run the export stage of {run_dir.path} first", file=sys.stderr)
             return 2
+
+    float_file = Path(args.out) / f"{args.name}_float.h5"
+    users = teacher_configs(float_file, sorted(Path(args.out).glob("*.yaml"))) if float_file.exists() else []
+    if users:
+        print(f"error: {float_file} is the teacher of {', '.join(map(str, users))}; shipping would replace it. "
+              f"Move it (e.g. to tuning/teachers/) and point those configs there first", file=sys.stderr)
+        return 2
 
     from tfdense.data import load_test
     from tfdense.litert import evaluate_tflite
