@@ -113,7 +113,8 @@ def test_report_writes_table_and_plots(smoke_run, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| QAT int8 (deployed) |" in text and "| prune (float32) |" in text
-    for png in ("accuracy_vs_bytes.png", "accuracy_vs_macs.png", "pruning_curves.png"):
+    assert "![validation accuracy per epoch](validation_curves.png)" in text
+    for png in ("accuracy_vs_bytes.png", "accuracy_vs_macs.png", "pruning_curves.png", "validation_curves.png"):
         assert (tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG"
 
 

@@ -158,6 +158,7 @@ def test_ablation_trains_each_arm_and_tabulates_the_differences(tmp_path, cifar1
     saved = json.loads((out / "ls0" / "config.json").read_text())["config"]
     assert saved["train"]["label_smoothing"] == 0.0
     assert "| ls0 | train.label_smoothing=0.0 |" in (out / "ablation.md").read_text()
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     again = run_cli(*args, timeout=600)  # finished arms are skipped
     assert again.returncode == 0 and again.stderr.count("stage train: complete, skipped") == 2
 

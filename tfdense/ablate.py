@@ -7,8 +7,9 @@
 Each arm is the base config plus its overrides (`name=section.field=value[,section.field=value]`,
 or a bare `name` for the base itself), trained with the train stage only into `OUT/<name>` (a
 normal run directory: resumable, re-running skips finished arms). Scored on the validation
-split, never the test set. Writes `OUT/ablation.md` and `OUT/ablation.json`: validation accuracy
-of the kept weights, best epoch, seconds per epoch, each arm's difference to the first arm.
+split, never the test set. Writes `OUT/ablation.md` and `OUT/ablation.json` (validation accuracy
+of the kept weights, best epoch, seconds per epoch, each arm's difference to the first arm) and
+`OUT/curves.png` (every arm's validation accuracy after each epoch).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from tfdense import pipeline  # TensorFlow loads here, after every check above
+    from tfdense.fitting import read_history
+    from tfdense.plots import validation_curves
 
     rows = []
     for (name, run_dir, config), text in zip(runs, args.arm):
@@ -67,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['arm']} | {', '.join(r['overrides']) or '(base)'} | {100 * r['val_accuracy']:.2f} % | "
                      f"{100 * (r['val_accuracy'] - reference):+.2f} | {r['best_epoch']}/{r['epochs']} | {r['seconds_per_epoch']:.1f} |")
     table = "\n".join(lines)
-    write_atomic(Path(args.out) / "ablation.md", f"# Ablation: {args.preset} {args.config or ''} {' '.join(args.set)}\n\n{table}\n")
+    write_atomic(Path(args.out) / "ablation.md", f"# Ablation: {args.preset} {args.config or ''} {' '.join(args.set)}\n\n{table}\n\n![validation accuracy per epoch](curves.png)\n")
     write_json(Path(args.out) / "ablation.json", rows)
+    curves = {name: [(r["epoch"], r["val_accuracy"]) for r in read_history(run_dir.history("train"))] for name, run_dir, _ in runs}
+    validation_curves(curves, f"ablation: validation accuracy per epoch ({args.out})", Path(args.out) / "curves.png")
     print(table)
     return 0
 

@@ -40,6 +40,24 @@ def accuracy_scatter(points: list[dict[str, Any]], key: str, xlabel: str, path: 
     plt.close(fig)
 
 
+def validation_curves(curves: dict[str, list[tuple[int, float]]], title: str, path: Path) -> None:
+    """Validation accuracy after every epoch, one line per run: the swings a final figure hides."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    marker = "." if max(len(points) for points in curves.values()) <= 30 else None  # dots only where they stay apart
+    for label, points in curves.items():
+        epochs, values = zip(*points)
+        ax.plot(epochs, np.array(values) * 100, linewidth=1.2, marker=marker, label=label)
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def sparsity_curves(curves_by_run: dict[str, dict[str, list[tuple[int, float]]]], path: Path) -> None:
     """Per-layer sparsity against fine-tuning step, one panel per run."""
     plt = _pyplot()

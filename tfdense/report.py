@@ -24,7 +24,8 @@ from tfdense.data import load_cifar10
 from tfdense.litert import evaluate_tflite, format_table
 from tfdense.metrics import ModelMetrics
 from tfdense.peers import PEER_SETS, peer_files
-from tfdense.plots import accuracy_scatter, sparsity_curves
+from tfdense.fitting import read_history
+from tfdense.plots import accuracy_scatter, sparsity_curves, validation_curves
 from tfdense.rundir import RunDir, write_json
 
 
@@ -69,7 +70,7 @@ def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_ima
         print(f"[tfdense] evaluating {path} ...", file=sys.stderr, flush=True)
         return evaluate_tflite(path, x_test, y_test, 1, latency_images)[0]
 
-    sections, points, curves_by_run, everything = [], [], {}, {}
+    sections, points, curves_by_run, training, everything = [], [], {}, {}, {}
     for path in run_dirs:
         run_dir = RunDir(path)
         rows = stage_rows({p.name: measure(p) for p in run_dir.tflite_files()})
@@ -77,6 +78,9 @@ def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_ima
             points.append({**m.to_dict(), "label": f"{path.name}: {stage.split(' (')[0]}", "kind": "ours"})
         sections.append(f"### {path}\n\n" + format_table(rows, "stage"))
         everything[str(path)] = [{"stage": stage, **m.to_dict()} for stage, m in rows]
+        history = read_history(run_dir.history("train"))
+        if history:
+            training[path.name] = [(r["epoch"], r["val_accuracy"]) for r in history]
         curves = pruning_curves(run_dir)
         if curves:
             curves_by_run[path.name] = curves
@@ -88,6 +92,8 @@ def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_ima
     accuracy_scatter(points, "macs", "MACs per image (log)", out / "accuracy_vs_macs.png")
     if curves_by_run:
         sparsity_curves(curves_by_run, out / "pruning_curves.png")
+    if training:
+        validation_curves(training, "train stage: validation accuracy per epoch", out / "validation_curves.png")
     text = [
         "# tfdense report",
         "",
@@ -99,6 +105,8 @@ def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_ima
     if peer_rows:
         text += ["### Peers", "", format_table(peer_rows, "peer"), ""]
     text += ["![accuracy vs bytes](accuracy_vs_bytes.png)", "", "![accuracy vs MACs](accuracy_vs_macs.png)", ""]
+    if training:
+        text += ["![validation accuracy per epoch](validation_curves.png)", ""]
     if curves_by_run:
         text += ["![pruning curves](pruning_curves.png)", ""]
     (out / "report.md").write_text("\n".join(text))
