@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from tfdense import pipeline  # TensorFlow loads here, after every check above
-    from tfdense.fitting import read_history
+    from tfdense.fitting import validation_curve
     from tfdense.plots import validation_curves
 
     rows = []
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     write_atomic(Path(args.out) / "ablation.md", f"# Ablation: {args.preset} {args.config or ''} {' '.join(args.set)}\n\n{table}\n\n![validation accuracy per epoch](curves.png)\n")
     write_json(Path(args.out) / "ablation.json", rows)
-    curves = {name: [(r["epoch"], r["val_accuracy"]) for r in read_history(run_dir.history("train"))] for name, run_dir, _ in runs}
+    curves = {name: validation_curve(run_dir.history("train")) for name, run_dir, _ in runs}
     validation_curves(curves, f"ablation: validation accuracy per epoch ({args.out})", Path(args.out) / "curves.png")
     print(table)
     return 0

@@ -263,6 +263,11 @@ def read_history(path: Path) -> list[dict[str, float]]:
     return rows
 
 
+def validation_curve(path: Path) -> list[tuple[int, float]]:
+    """(epoch, validation accuracy) of every epoch a fit's history recorded."""
+    return [(r["epoch"], r["val_accuracy"]) for r in read_history(path) if "val_accuracy" in r]
+
+
 class AveragedWeights:
     """Swaps a model's trainable weights with the optimizer's moving average and back."""
 

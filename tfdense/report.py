@@ -21,10 +21,10 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tfdense.data import load_cifar10
+from tfdense.fitting import validation_curve
 from tfdense.litert import evaluate_tflite, format_table
 from tfdense.metrics import ModelMetrics
 from tfdense.peers import PEER_SETS, peer_files
-from tfdense.fitting import read_history
 from tfdense.plots import accuracy_scatter, sparsity_curves, validation_curves
 from tfdense.rundir import RunDir, write_json
 
@@ -78,9 +78,9 @@ def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_ima
             points.append({**m.to_dict(), "label": f"{path.name}: {stage.split(' (')[0]}", "kind": "ours"})
         sections.append(f"### {path}\n\n" + format_table(rows, "stage"))
         everything[str(path)] = [{"stage": stage, **m.to_dict()} for stage, m in rows]
-        history = read_history(run_dir.history("train"))
-        if history:
-            training[path.name] = [(r["epoch"], r["val_accuracy"]) for r in history]
+        curve = validation_curve(run_dir.history("train"))
+        if curve:
+            training[path.name] = curve
         curves = pruning_curves(run_dir)
         if curves:
             curves_by_run[path.name] = curves
