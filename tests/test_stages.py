@@ -212,6 +212,40 @@ def test_weight_average_is_what_validation_scores_and_what_is_kept(tmp_path, dat
     assert float(loss(keras.utils.to_categorical(data.y_val, 10), probs)) == pytest.approx(last["val_loss"], rel=1e-4)
 
 
+def test_weight_average_forgets_the_initial_weights_within_a_hundred_steps():
+    import tensorflow as tf
+
+    # A weight that climbs 1 per step from 0: Keras' fixed 0.999 average would still sit near
+    # 5 after 100 steps (the zero start weighs 90 %); the warmed-up one trails by ~10 steps.
+    w = tf.Variable([0.0])
+    optimizer = fitting.AveragingSGD(learning_rate=1.0, use_ema=True, ema_momentum=0.999)
+    for _ in range(100):
+        optimizer.apply_gradients([(tf.constant([-1.0]), w)])
+    w_live = float(w.numpy()[0])
+    optimizer.finalize_variable_values([w])
+    assert w_live == 100.0 and 80.0 < float(w.numpy()[0]) < 100.0
+
+
+def test_weight_average_swaps_batchnorm_statistics_with_the_weights():
+    import tf_keras as keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization(momentum=0.0)])
+    statistics = fitting.batchnorm_statistics(model)
+    model.compile(optimizer=fitting.AveragingSGD(statistics, learning_rate=0.1, use_ema=True, ema_momentum=0.999), loss="mse")
+    rng = np.random.default_rng(0)
+    for scale in (1.0, 1.0, 1.0, 50.0):  # the last batch moves the live statistics far from their average
+        model.train_on_batch(rng.normal(0.0, scale, (8, 4)).astype(np.float32), np.zeros((8, 3), np.float32))
+    live = [v.numpy() for v in statistics]
+    swap = fitting.AveragedWeights(model)
+    swap.swap_in()
+    averaged = [v.numpy() for v in statistics]
+    assert not np.allclose(averaged[1], live[1])
+    np.testing.assert_allclose(averaged[1], model.optimizer._statistics_average[1].numpy())
+    swap.swap_out()
+    for v, value in zip(statistics, live):
+        np.testing.assert_array_equal(v.numpy(), value)
+
+
 def test_distillation_trains_the_student_against_a_saved_teacher(tmp_path, data, trained):
     teacher_model, _ = trained
     teacher_path = tmp_path / "teacher.h5"

@@ -128,22 +128,79 @@ def steps_per_epoch(train_images: int, batch_size: int) -> int:
     return steps
 
 
-def make_optimizer(recipe: Recipe, steps: int) -> keras.optimizers.Optimizer:
-    """SGD + Nesterov on the warm-up/decay schedule; BatchNorm and biases skip weight decay."""
+class AveragingSGD(keras.optimizers.SGD):
+    """SGD whose weight average warms up and also covers the BatchNorm moving statistics.
+
+    Keras' own average (`use_ema`) starts from the initial weights at a fixed momentum, so after
+    2,100 steps at 0.999 the random initialisation still weighs 12 %, and it pairs averaged
+    kernels with moving statistics that describe the live ones. Measured on the ablation model
+    at 12 epochs: 40.16 % validation accuracy against 75.06 % without an average. Here the
+    momentum at step t is min(m, (1 + t) / (10 + t)), as TensorFlow's ExponentialMovingAverage
+    with `num_updates`, and the statistics are averaged beside the weights (timm's ModelEmaV2
+    does the same with its buffers).
+    """
+
+    def __init__(self, statistics: Sequence[tf.Variable] = (), **kwargs):
+        super().__init__(**kwargs)
+        self.statistics = list(statistics)
+        self._statistics_average: list[tf.Variable] = []
+
+    def build(self, var_list):
+        if getattr(self, "_built", False):
+            return
+        super().build(var_list)
+        if self.use_ema:
+            self._statistics_average = [self.add_variable_from_reference(v, "average", initial_value=v) for v in self.statistics]
+
+    def average_momentum(self) -> tf.Tensor:
+        steps = tf.cast(self.iterations, tf.float32)
+        return tf.minimum(self.ema_momentum, (1.0 + steps) / (10.0 + steps))
+
+    def _update_model_variables_moving_average(self, var_list):
+        if not self.use_ema:
+            return
+        momentum = self.average_momentum()
+
+        def blend(average, value):
+            average.assign(momentum * average + (1.0 - momentum) * value)
+
+        averages = [self._model_variables_moving_average[self._index_dict[self._var_key(v)]] for v in var_list]
+        for average, value in zip(averages + self._statistics_average, list(var_list) + self.statistics):
+            self._distribution_strategy.extended.update(average, blend, args=(value,), group=False)
+
+    def _overwrite_model_variables_with_average_value(self, var_list):
+        super()._overwrite_model_variables_with_average_value(var_list)
+        for value, average in zip(self.statistics, self._statistics_average):
+            self._distribution_strategy.extended.update(value, lambda v, a: v.assign(a), args=(average,))
+
+
+def batchnorm_statistics(model: keras.Model) -> list[tf.Variable]:
+    """The moving means and variances of every BatchNormalization in `model`."""
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    return [v for layer in norms for v in (layer.moving_mean, layer.moving_variance)]
+
+
+def make_optimizer(recipe: Recipe, steps: int, statistics: Sequence[tf.Variable] = ()) -> keras.optimizers.Optimizer:
+    """SGD + Nesterov on the warm-up/decay schedule; BatchNorm and biases skip weight decay.
+
+    With `recipe.ema_momentum`, an `AveragingSGD` that also averages `statistics`.
+    """
     schedule = WarmupDecay(
         peak=recipe.learning_rate,
         warmup_steps=int(round(recipe.warmup_epochs * steps)),
         total_steps=recipe.epochs * steps,
         kind=recipe.schedule,
     )
-    optimizer = keras.optimizers.SGD(
+    options = dict(
         learning_rate=schedule,
         momentum=recipe.momentum,
         nesterov=recipe.nesterov,
         weight_decay=recipe.weight_decay or None,
-        use_ema=recipe.ema_momentum > 0,
-        ema_momentum=recipe.ema_momentum or 0.99,
     )
+    if recipe.ema_momentum > 0:
+        optimizer = AveragingSGD(statistics, use_ema=True, ema_momentum=recipe.ema_momentum, **options)
+    else:
+        optimizer = keras.optimizers.SGD(**options)
     # Decaying BN scales/offsets and biases only fights the normalisation.
     optimizer.exclude_from_weight_decay(var_names=["_bn", "bias", "gamma", "beta"])
     return optimizer
@@ -151,7 +208,7 @@ def make_optimizer(recipe: Recipe, steps: int) -> keras.optimizers.Optimizer:
 
 def compile_model(model: keras.Model, recipe: Recipe, steps: int) -> keras.Model:
     model.compile(
-        optimizer=make_optimizer(recipe, steps),
+        optimizer=make_optimizer(recipe, steps, batchnorm_statistics(getattr(model, "student", model))),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=recipe.jit_compile,
@@ -164,7 +221,6 @@ def is_multi_worker() -> bool:
     return sum(len(v) for v in cluster.values()) > 1
 
 
-@functools.cache
 class Distiller(keras.Model):
     """Trains `student` on (1 - alpha) * its compiled loss + alpha * T^2 * KL(teacher_T || student_T).
 
@@ -200,6 +256,7 @@ class Distiller(keras.Model):
         return {"distill_loss": soft, **{m.name: m.result() for m in self.metrics}}
 
 
+@functools.cache
 def distribution_strategy() -> tf.distribute.Strategy:
     """Several machines when TF_CONFIG describes a cluster, all local GPUs, else the default.
 
@@ -269,7 +326,7 @@ def validation_curve(path: Path) -> list[tuple[int, float]]:
 
 
 class AveragedWeights:
-    """Swaps a model's trainable weights with the optimizer's moving average and back."""
+    """Swaps a model's trainable weights and BatchNorm statistics with the optimizer's averages and back."""
 
     def __init__(self, model: keras.Model):
         self.model = model
@@ -279,14 +336,17 @@ class AveragedWeights:
     def active(self) -> bool:
         return bool(getattr(self.model.optimizer, "use_ema", False))
 
+    def _variables(self) -> list[tf.Variable]:
+        return list(self.model.trainable_variables) + list(getattr(self.model.optimizer, "statistics", []))
+
     def swap_in(self) -> None:
         if self.active and self.saved is None:
-            self.saved = [v.numpy() for v in self.model.trainable_variables]
+            self.saved = [v.numpy() for v in self._variables()]
             self.model.optimizer._overwrite_model_variables_with_average_value(self.model.trainable_variables)
 
     def swap_out(self) -> None:
         if self.saved is not None:
-            for v, value in zip(self.model.trainable_variables, self.saved):
+            for v, value in zip(self._variables(), self.saved):
                 v.assign(value)
             self.saved = None
 
