@@ -57,6 +57,15 @@ def test_grouped_and_strided_variants_count_fewer_weights():
     assert by_name["conv2_block1_2_conv"].weights == 3 * 3 * 4 * 4  # 8 in / 2 groups, 4 out
 
 
+def test_pooling_before_the_transition_conv_quarters_its_macs_and_keeps_its_weights():
+    after = {c.name: c for c in layer_costs(build_densenet(TINY))}
+    first = build_densenet(dataclasses.replace(TINY, transition_pool="max_first"))
+    before = {c.name: c for c in layer_costs(first)}
+    assert before["pool2_conv"].weights == after["pool2_conv"].weights
+    assert before["pool2_conv"].macs * 4 == after["pool2_conv"].macs
+    assert first.get_layer("pool2_conv").input.shape[1] == first.get_layer("pool2_pool").input.shape[1] // 2
+
+
 def _smooth_images(count: int, seed: int = 0) -> np.ndarray:
     # Neighbouring pixels correlate, as in photos: the patch covariance has distinct eigenvalues.
     coarse = np.random.default_rng(seed).uniform(0, 255, (count, 8, 8, 3))

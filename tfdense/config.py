@@ -25,6 +25,9 @@ def _require(ok: bool, name: str, rule: str, value: Any) -> None:
         raise ConfigError(f"{name} {rule}, got {value!r}")
 
 
+TRANSITION_POOLS = ("max", "conv", "max_first")
+
+
 @dataclass(frozen=True)
 class DenseNetConfig:
     """Architecture of the DenseNet (see `tfdense.model.build_densenet`)."""
@@ -39,7 +42,9 @@ class DenseNetConfig:
     growth_rate: int = 16
     bottleneck: int = 32  # width of the 1x1 conv before each 3x3; 0 = no bottleneck
     compression: float = 0.5  # transition output channels = compression * input channels
-    transition_pool: str = "max"  # "max": 1x1 conv + 2x2 max pool; "conv": the 1x1 conv strided 2
+    # "max": 1x1 conv, then 2x2 max pool; "conv": the 1x1 conv strided 2; "max_first": 2x2 max
+    # pool, then the 1x1 conv, which then costs 4x fewer MACs (a sixth of the rung-1 model's).
+    transition_pool: str = "max"
     # Groups of the 3x3 convs (falls back to 1 where widths don't divide). Measured: TensorFlow
     # trains grouped convs ~6.5x slower on CPU than the same model ungrouped (README, Speed).
     groups: int = 1
@@ -75,7 +80,7 @@ class DenseNetConfig:
             self.block_layers,
         )
         _require(0 < self.compression <= 1, f"{s}.compression", "must be in (0, 1]", self.compression)
-        _require(self.transition_pool in ("max", "conv"), f"{s}.transition_pool", "must be 'max' or 'conv'", self.transition_pool)
+        _require(self.transition_pool in TRANSITION_POOLS, f"{s}.transition_pool", f"must be one of {', '.join(TRANSITION_POOLS)}", self.transition_pool)
         _require(0 <= self.dropout < 1, f"{s}.dropout", "must be in [0, 1)", self.dropout)
 
 

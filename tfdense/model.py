@@ -58,10 +58,14 @@ def dense_block(x, num_layers: int, growth_rate: int, bottleneck: int, groups: i
 
 
 def transition_block(x, compression: float, pool: str, name: str, bn_momentum: float = 0.9):
-    """1x1 compression, then halve the resolution (max pool, or the 1x1 itself strided 2)."""
+    """1x1 compression and half the resolution: conv then max pool, the conv strided 2, or max
+    pool then conv ("max_first")."""
     filters = max(1, int(round(x.shape[-1] * compression)))
     if pool == "conv":
         return conv_block(x, filters, 1, name=name, strides=2, bn_momentum=bn_momentum)
+    if pool == "max_first":
+        x = layers.MaxPooling2D(2, strides=2, name=name + "_pool")(x)
+        return conv_block(x, filters, 1, name=name, bn_momentum=bn_momentum)
     x = conv_block(x, filters, 1, name=name, bn_momentum=bn_momentum)
     return layers.MaxPooling2D(2, strides=2, name=name + "_pool")(x)
 
