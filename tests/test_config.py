@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,16 @@ from tfdense.config import PRESETS, ConfigError, apply_overrides, from_dict, res
 def test_every_preset_round_trips_through_its_saved_form():
     for name, config in PRESETS.items():
         assert from_dict(json.loads(json.dumps(config.to_dict()))) == config, name
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted(REPO.glob("tuning/configs/*.yaml")) + sorted(REPO.glob("exports/*.yaml")), ids=lambda p: p.name)
+def test_every_committed_config_resolves_and_a_shipped_one_names_an_existing_teacher(path):
+    config = resolve("full", str(path), [])
+    if path.parent.name == "exports" and config.train.teacher:
+        assert (REPO / config.train.teacher).is_file(), f"{path.name} distils from {config.train.teacher}, which is not in the repository"
 
 
 def test_configs_saved_under_old_names_still_load():
