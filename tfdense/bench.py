@@ -1,10 +1,13 @@
 """Throughput of one config: training through the input pipeline vs on in-memory tensors.
 
-    python -m tfdense.bench --preset full [--set train.batch_size=256] [--steps 40]
+    python -m tfdense.bench --preset full [--set train.batch_size=256] [--steps 40] [--layers]
 
 Reports training img/s through the full tf.data pipeline (real CIFAR-10, augmentation on),
 model-only training img/s on one batch held in memory, their ratio (the pipeline is not the
-bottleneck when it is >= 0.9), inference img/s, and the input pipeline alone.
+bottleneck when it is >= 0.9), inference img/s, and the input pipeline alone. `--layers`
+instead times each layer's training step alone (forward and backward on a batch of random
+inputs of its shape), beside its MACs: a MAC count misses what memory-bound layers (BatchNorm,
+ReLU, pooling, concatenation on large maps) cost on a CPU.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import dataclasses
 import json
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -98,6 +102,75 @@ def benchmark(config: RunConfig, steps: int = 40, warmup_steps: int = 8) -> dict
     }
 
 
+@dataclass(frozen=True)
+class LayerTime:
+    """One layer's training step alone, for a batch of `batch_size` images."""
+
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    macs: int  # per image
+    ms: float  # forward + backward, median of the timed steps
+
+
+def layer_step_times(model, batch_size: int, steps: int = 5) -> list[LayerTime]:
+    """Times each layer of `model` on its own: a copy fed random inputs of its input shapes.
+
+    Gradients flow to the layer's trainable weights and to those of its inputs that depend on a
+    trainable weight upstream, as in the whole model's backward pass. The sum over layers
+    approximates a training step (it leaves out the loss and the optimizer update).
+    """
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from tfdense.costs import layer_costs
+
+    macs = {c.name: c.macs for c in layer_costs(model)}
+    carries_gradient: set[str] = set()  # layers whose output a trainable weight upstream depends on
+    rows = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        tensors = layer.input if isinstance(layer.input, list) else [layer.input]
+        needs_input_grad = [t._keras_history.layer.name in carries_gradient for t in tensors]
+        if any(needs_input_grad) or layer.trainable_weights:
+            carries_gradient.add(layer.name)
+        inputs = [keras.Input(t.shape[1:]) for t in tensors]
+        clone = layer.__class__.from_config(layer.get_config())
+        single = keras.Model(inputs, clone(inputs if len(inputs) > 1 else inputs[0]))
+        clone.set_weights(layer.get_weights())
+        clone.trainable = layer.trainable
+        values = [tf.random.uniform((batch_size, *t.shape[1:]), 0.0, 1.0) for t in tensors]
+
+        @tf.function
+        def step(values):
+            with tf.GradientTape() as tape:
+                tape.watch(values)
+                out = single(values if len(values) > 1 else values[0], training=True)
+                loss = tf.reduce_sum(tf.square(out))
+            sources = [v for v, grad in zip(values, needs_input_grad) if grad] + single.trainable_variables
+            return tape.gradient(loss, sources) if sources else [loss]
+
+        step(values)  # trace
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            _ = [g.numpy() for g in step(values) if g is not None]
+            times.append(time.perf_counter() - start)
+        rows.append(LayerTime(layer.name, type(layer).__name__, tuple(layer.output.shape[1:]), macs.get(layer.name, 0), 1000 * float(np.median(times))))
+    return rows
+
+
+def format_layer_times(rows: list[LayerTime]) -> str:
+    total = sum(r.ms for r in rows) or 1.0
+    lines = ["| layer | kind | output | MACs | ms per step | share |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        shape = "x".join(str(d) for d in r.output_shape)
+        lines.append(f"| {r.name} | {r.kind} | {shape} | {r.macs:,} | {r.ms:.1f} | {100 * r.ms / total:.1f} % |")
+    lines.append(f"| **sum** | | | {sum(r.macs for r in rows):,} | {total:.1f} | |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfdense.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="full", help=f"one of {', '.join(PRESETS)} (default: full)")
@@ -106,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per measurement")
     parser.add_argument("--intra-op-threads", type=int, default=0, help="TensorFlow intra-op threads (0 = TF's default)")
     parser.add_argument("--inter-op-threads", type=int, default=0, help="TensorFlow inter-op threads (0 = TF's default)")
+    parser.add_argument("--layers", action="store_true", help="time each layer's training step alone instead (a markdown table)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     try:
@@ -120,6 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     # Thread pools must be sized before TensorFlow runs its first op.
     tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+    if args.layers:
+        from tfdense.model import build_densenet
+
+        model = build_densenet(config.model)
+        # A whitened stem is frozen in training: no gradient reaches it or anything before it.
+        model.get_layer("stem_conv").trainable = config.model.stem_init != "whiten"
+        rows = layer_step_times(model, config.train.batch_size, steps=args.steps)
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2) if args.json else format_layer_times(rows))
+        return 0
     result = benchmark(config, steps=args.steps)
     if args.json:
         print(json.dumps(result, indent=2))
