@@ -137,7 +137,9 @@ def run(model: keras.Model, data: Cifar, config: RunConfig, run_dir: RunDir) -> 
         written["model_float16.tflite"] = _converter_variant(float_model, "float16")
 
     note = ""
-    if export.sparse_encoding and source == "prune":
+    if export.sparse_encoding and source == "prune" and config.prune.target_sparsity == 0:
+        note = "not tried: prune.target_sparsity is 0 (no weights were pruned to zero)"
+    elif export.sparse_encoding and source == "prune":
         sparsity = weight_zero_fraction(model)
         sparse = to_tflite(model, int8=True, representative=representative, sparse=True)
         if export.strip:
