@@ -82,6 +82,27 @@ def test_winner_is_the_best_trial_within_the_budget_even_if_a_bigger_one_scored_
     assert best_record(records, "accuracy", Budget(70_000, 12_500_000, max_bytes=50_000)) is None
 
 
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
+def test_search_state_files_are_replaced_whole_not_rewritten_in_place(tmp_path, tuner):
+    # An in-place rewrite keeps the file's inode; a SIGKILL during it left an empty oracle.json.
+    from tuning import space
+    from tuning.tuner import TUNERS, Proxy, SearchSettings
+
+    settings = SearchSettings(base=resolve("smoke", None, []), budget=space.Budget(10**6, 10**9), proxy=Proxy(1, 200), space="tiny")
+    extra = {"max_epochs": 2} if tuner == "hyperband" else {"max_trials": 2}
+    search = TUNERS[tuner](settings, tmp_path, **extra)
+    trial = search.oracle.create_trial("tester")
+    project = tmp_path / "search"
+    files = [project / "oracle.json", project / f"{search.tuner_id}.json", project / f"trial_{trial.trial_id}" / "trial.json"]
+    search.save()
+    before = [f.stat().st_ino for f in files]
+    search.oracle._save_trial(trial)
+    search.save()
+    assert all(f.stat().st_ino != inode for f, inode in zip(files, before))
+    assert json.loads(files[0].read_text())["ongoing_trials"] == {"tester": trial.trial_id}
+    assert not [p.name for p in project.rglob("*.tmp")]
+
+
 def test_search_killed_mid_trial_continues_where_it_stopped(tmp_path, cifar10):
     out = tmp_path / "search"
     command = search_command(out)

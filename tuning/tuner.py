@@ -9,12 +9,16 @@ candidate, marked `rejected`), trains it with
 
 Resume: keras-tuner keeps the search state in the project directory (`overwrite=False`); an
 interrupted trial is retried when the search restarts, and its own fit resumes from the
-trial's last completed epoch (BackupAndRestore in the trial directory).
+trial's last completed epoch (BackupAndRestore in the trial directory). keras-tuner rewrites
+its state files (`oracle.json`, each `trial.json`, the tuner's own) in place, so a kill during
+a write left an empty `oracle.json` and a restarted search that saw no finished trial (caught
+by the kill-and-resume test); the oracles and tuners here replace each file whole instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -29,6 +33,7 @@ from tfdense import fitting
 from tfdense.config import ConfigError, RunConfig
 from tfdense.hparams import log_hparams
 from tfdense.model import build_for_training
+from tfdense.rundir import write_atomic
 from tfdense.scores import imt_score
 from tuning import space
 
@@ -126,35 +131,62 @@ class DenseNetSearch:
         return Path(self.project_dir) / "hparams"
 
 
-def _kwargs(settings: SearchSettings, out: Path, seed: int) -> dict[str, Any]:
-    return dict(
-        hypermodel=space.DenseNetHyperModel(settings.base, settings.space),
-        objective=objective_for(settings),
-        seed=seed,
-        directory=str(out),
-        project_name="search",
-        overwrite=False,
-        # Over-budget candidates fail by design; they must not end the search.
-        max_consecutive_failed_trials=1_000,
-    )
+class AtomicStateFiles:
+    """Oracle mixin: `oracle.json` and every `trial.json` are replaced whole, never rewritten in place."""
+
+    def save(self):
+        write_atomic(Path(self._get_oracle_fname()), json.dumps(self.get_state()))
+
+    def _save_trial(self, trial):
+        write_atomic(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", json.dumps(trial.get_state()))
 
 
-class HyperbandSearch(DenseNetSearch, kt.Hyperband):
+class HyperbandOracle(AtomicStateFiles, kt.oracles.HyperbandOracle):
+    pass
+
+
+class BayesianOptimizationOracle(AtomicStateFiles, kt.oracles.BayesianOptimizationOracle):
+    pass
+
+
+class RandomSearchOracle(AtomicStateFiles, kt.oracles.RandomSearchOracle):
+    pass
+
+
+class _Search(DenseNetSearch, kt.Tuner):
+    """A keras-tuner Tuner over `oracle` whose own state file is replaced whole, like the oracle's."""
+
+    def __init__(self, settings: SearchSettings, out: Path, oracle: kt.Oracle):
+        self.settings = settings
+        hypermodel = space.DenseNetHyperModel(settings.base, settings.space)
+        super().__init__(oracle=oracle, hypermodel=hypermodel, directory=str(out), project_name="search", overwrite=False)
+
+    def save(self):
+        if not self._is_worker():
+            self.oracle.save()
+        write_atomic(Path(self._get_tuner_fname()), json.dumps(self.get_state()))
+
+
+def _oracle_kwargs(settings: SearchSettings, seed: int) -> dict[str, Any]:
+    # Over-budget candidates fail by design; they must not end the search.
+    return dict(objective=objective_for(settings), seed=seed, max_consecutive_failed_trials=1_000)
+
+
+class HyperbandSearch(_Search):
     def __init__(self, settings: SearchSettings, out: Path, max_epochs: int, factor: int = 3, seed: int = 0):
-        self.settings = settings
-        super().__init__(max_epochs=max_epochs, factor=factor, hyperband_iterations=1, **_kwargs(settings, out, seed))
+        oracle = HyperbandOracle(max_epochs=max_epochs, factor=factor, hyperband_iterations=1, **_oracle_kwargs(settings, seed))
+        super().__init__(settings, out, oracle)
 
 
-class BayesianSearch(DenseNetSearch, kt.BayesianOptimization):
+class BayesianSearch(_Search):
     def __init__(self, settings: SearchSettings, out: Path, max_trials: int, seed: int = 0):
-        self.settings = settings
-        super().__init__(max_trials=max_trials, num_initial_points=min(4, max_trials), **_kwargs(settings, out, seed))
+        oracle = BayesianOptimizationOracle(max_trials=max_trials, num_initial_points=min(4, max_trials), **_oracle_kwargs(settings, seed))
+        super().__init__(settings, out, oracle)
 
 
-class RandomSearch(DenseNetSearch, kt.RandomSearch):
+class RandomSearch(_Search):
     def __init__(self, settings: SearchSettings, out: Path, max_trials: int, seed: int = 0):
-        self.settings = settings
-        super().__init__(max_trials=max_trials, **_kwargs(settings, out, seed))
+        super().__init__(settings, out, RandomSearchOracle(max_trials=max_trials, **_oracle_kwargs(settings, seed)))
 
 
 TUNERS = {"hyperband": HyperbandSearch, "bayesian": BayesianSearch, "random": RandomSearch}
