@@ -103,6 +103,48 @@ def test_search_state_files_are_replaced_whole_not_rewritten_in_place(tmp_path, 
     assert not [p.name for p in project.rglob("*.tmp")]
 
 
+def test_a_trial_the_oracle_never_recorded_is_retried_after_a_reload(tmp_path):
+    # The kill window: trial_1/trial.json written, oracle.json still from before trial 1.
+    from tuning import space
+    from tuning.tuner import TUNERS, Proxy, SearchSettings
+
+    settings = SearchSettings(base=resolve("smoke", None, []), budget=space.Budget(10**6, 10**9), proxy=Proxy(1, 200), space="tiny")
+    search = TUNERS["random"](settings, tmp_path, max_trials=4)
+    first = search.oracle.create_trial("tester")
+    first.status = "COMPLETED"
+    search.oracle.update_trial(first.trial_id, {"val_accuracy": 0.5})
+    search.oracle.end_trial(first)
+    search.save()
+    before = (tmp_path / "search" / "oracle.json").read_text()
+    orphan = search.oracle.create_trial("tester")
+    (tmp_path / "search" / "oracle.json").write_text(before)
+
+    reloaded = TUNERS["random"](settings, tmp_path, max_trials=4)
+    assert reloaded.oracle.trials[orphan.trial_id].status == "RUNNING"
+    retried = reloaded.oracle.create_trial("tester")
+    assert retried.trial_id == orphan.trial_id and retried.hyperparameters.values == orphan.hyperparameters.values
+
+
+def test_a_trial_that_ended_before_the_oracle_recorded_it_is_not_run_again(tmp_path):
+    # The other window: trial_0/trial.json says COMPLETED, oracle.json still has it running.
+    from tuning import space
+    from tuning.tuner import TUNERS, Proxy, SearchSettings
+
+    settings = SearchSettings(base=resolve("smoke", None, []), budget=space.Budget(10**6, 10**9), proxy=Proxy(1, 200), space="tiny")
+    search = TUNERS["random"](settings, tmp_path, max_trials=4)
+    trial = search.oracle.create_trial("tester")
+    search.save()
+    running = (tmp_path / "search" / "oracle.json").read_text()
+    trial.status = "COMPLETED"
+    search.oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+    search.oracle.end_trial(trial)
+    (tmp_path / "search" / "oracle.json").write_text(running)
+
+    reloaded = TUNERS["random"](settings, tmp_path, max_trials=4)
+    assert reloaded.oracle.end_order == [trial.trial_id]
+    assert reloaded.oracle.create_trial("tester").trial_id != trial.trial_id
+
+
 def test_search_killed_mid_trial_continues_where_it_stopped(tmp_path, cifar10):
     out = tmp_path / "search"
     command = search_command(out)

@@ -9,10 +9,11 @@ candidate, marked `rejected`), trains it with
 
 Resume: keras-tuner keeps the search state in the project directory (`overwrite=False`); an
 interrupted trial is retried when the search restarts, and its own fit resumes from the
-trial's last completed epoch (BackupAndRestore in the trial directory). keras-tuner rewrites
-its state files (`oracle.json`, each `trial.json`, the tuner's own) in place, so a kill during
-a write left an empty `oracle.json` and a restarted search that saw no finished trial (caught
-by the kill-and-resume test); the oracles and tuners here replace each file whole instead.
+trial's last completed epoch (BackupAndRestore in the trial directory). Two kill windows in
+keras-tuner's own saving, both caught by the kill-and-resume test in CI rehearsals, are closed
+here (`KillSafeState`): it rewrites its state files in place (a kill mid-write left an empty
+`oracle.json`, and the restarted search saw no finished trial), and it writes a new trial's
+file before the oracle's (a kill between them left a trial that was never run).
 """
 
 from __future__ import annotations
@@ -131,8 +132,15 @@ class DenseNetSearch:
         return Path(self.project_dir) / "hparams"
 
 
-class AtomicStateFiles:
-    """Oracle mixin: `oracle.json` and every `trial.json` are replaced whole, never rewritten in place."""
+class KillSafeState:
+    """Oracle mixin: state files are replaced whole, and a trial the oracle lost is run again.
+
+    keras-tuner writes a trial's `trial.json` before `oracle.json`. A kill between the two, when
+    the trial starts, leaves a RUNNING trial that is reloaded but never scheduled (a CI
+    rehearsal finished a 4-trial search with trial 1 never run): on reload it joins the retry
+    queue. When the trial ends, the same kill would have it retried, trained again from
+    scratch: on reload it counts as ended.
+    """
 
     def save(self):
         write_atomic(Path(self._get_oracle_fname()), json.dumps(self.get_state()))
@@ -140,16 +148,34 @@ class AtomicStateFiles:
     def _save_trial(self, trial):
         write_atomic(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", json.dumps(trial.get_state()))
 
+    def reload(self):
+        super().reload()
+        status = kt.engine.trial.TrialStatus
+        for trial_id in sorted(self.trials, key=int):
+            trial = self.trials[trial_id]
+            if trial_id in self.end_order:
+                continue
+            if trial.status in (status.COMPLETED, status.FAILED):
+                # Ended, but killed before oracle.json said so: keep the result, don't rerun it.
+                if trial_id in self._retry_queue:
+                    self._retry_queue.remove(trial_id)
+                self.end_order.append(trial_id)
+            elif trial.status == status.RUNNING and trial_id not in self._retry_queue:
+                self._record_values(trial)
+                if trial_id not in self.start_order:
+                    self.start_order.append(trial_id)
+                self._retry_queue.append(trial_id)
 
-class HyperbandOracle(AtomicStateFiles, kt.oracles.HyperbandOracle):
+
+class HyperbandOracle(KillSafeState, kt.oracles.HyperbandOracle):
     pass
 
 
-class BayesianOptimizationOracle(AtomicStateFiles, kt.oracles.BayesianOptimizationOracle):
+class BayesianOptimizationOracle(KillSafeState, kt.oracles.BayesianOptimizationOracle):
     pass
 
 
-class RandomSearchOracle(AtomicStateFiles, kt.oracles.RandomSearchOracle):
+class RandomSearchOracle(KillSafeState, kt.oracles.RandomSearchOracle):
     pass
 
 
