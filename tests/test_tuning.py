@@ -147,7 +147,10 @@ def test_a_trial_that_ended_before_the_oracle_recorded_it_is_not_run_again(tmp_p
 
 def test_search_killed_mid_trial_continues_where_it_stopped(tmp_path, cifar10):
     out = tmp_path / "search"
-    command = search_command(out)
+    # 3 of the tiny space's 4 candidates: random search gives up after 20 repeated draws, which
+    # finding the last unseen candidate (1 in 4 per draw) occasionally takes; a CI rehearsal
+    # ended a 4-trial search at 3 that way, after a clean resume.
+    command = search_command(out, "--max-trials", "3")
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = out / "search" / "trial_0" / "trial.json"
     deadline = time.time() + 600
@@ -167,7 +170,7 @@ def test_search_killed_mid_trial_continues_where_it_stopped(tmp_path, cifar10):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Reloading Tuner" in result.stdout + result.stderr
     records = trials(out)
-    assert sorted(records) == ["0", "1", "2", "3"] and all(r["status"] == "COMPLETED" for r in records.values())
+    assert sorted(records) == ["0", "1", "2"] and all(r["status"] == "COMPLETED" for r in records.values())
     assert (out / "search" / "trial_0" / "history.csv").stat().st_mtime_ns == finished_first  # not trained again
 
 
