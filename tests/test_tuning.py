@@ -82,13 +82,20 @@ def test_winner_is_the_best_trial_within_the_budget_even_if_a_bigger_one_scored_
     assert best_record(records, "accuracy", Budget(70_000, 12_500_000, max_bytes=50_000)) is None
 
 
+def tiny_settings():
+    """Search settings over the tiny space, for driving an oracle without training."""
+    from tuning import space
+    from tuning.tuner import Proxy, SearchSettings
+
+    return SearchSettings(base=resolve("smoke", None, []), budget=space.Budget(10**6, 10**9), proxy=Proxy(1, 200), space="tiny")
+
+
 @pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
 def test_search_state_files_are_replaced_whole_not_rewritten_in_place(tmp_path, tuner):
     # An in-place rewrite keeps the file's inode; a SIGKILL during it left an empty oracle.json.
-    from tuning import space
-    from tuning.tuner import TUNERS, Proxy, SearchSettings
+    from tuning.tuner import TUNERS
 
-    settings = SearchSettings(base=resolve("smoke", None, []), budget=space.Budget(10**6, 10**9), proxy=Proxy(1, 200), space="tiny")
+    settings = tiny_settings()
     extra = {"max_epochs": 2} if tuner == "hyperband" else {"max_trials": 2}
     search = TUNERS[tuner](settings, tmp_path, **extra)
     trial = search.oracle.create_trial("tester")
@@ -105,10 +112,9 @@ def test_search_state_files_are_replaced_whole_not_rewritten_in_place(tmp_path, 
 
 def test_a_trial_the_oracle_never_recorded_is_retried_after_a_reload(tmp_path):
     # The kill window: trial_1/trial.json written, oracle.json still from before trial 1.
-    from tuning import space
-    from tuning.tuner import TUNERS, Proxy, SearchSettings
+    from tuning.tuner import TUNERS
 
-    settings = SearchSettings(base=resolve("smoke", None, []), budget=space.Budget(10**6, 10**9), proxy=Proxy(1, 200), space="tiny")
+    settings = tiny_settings()
     search = TUNERS["random"](settings, tmp_path, max_trials=4)
     first = search.oracle.create_trial("tester")
     first.status = "COMPLETED"
@@ -127,10 +133,9 @@ def test_a_trial_the_oracle_never_recorded_is_retried_after_a_reload(tmp_path):
 
 def test_a_trial_that_ended_before_the_oracle_recorded_it_is_not_run_again(tmp_path):
     # The other window: trial_0/trial.json says COMPLETED, oracle.json still has it running.
-    from tuning import space
-    from tuning.tuner import TUNERS, Proxy, SearchSettings
+    from tuning.tuner import TUNERS
 
-    settings = SearchSettings(base=resolve("smoke", None, []), budget=space.Budget(10**6, 10**9), proxy=Proxy(1, 200), space="tiny")
+    settings = tiny_settings()
     search = TUNERS["random"](settings, tmp_path, max_trials=4)
     trial = search.oracle.create_trial("tester")
     search.save()
