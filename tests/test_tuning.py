@@ -150,6 +150,72 @@ def test_a_trial_that_ended_before_the_oracle_recorded_it_is_not_run_again(tmp_p
     assert reloaded.oracle.create_trial("tester").trial_id != trial.trial_id
 
 
+def test_a_trial_killed_right_after_it_ended_is_not_run_again(tmp_path):
+    # end_trial saves oracle.json while the trial is still listed as running; the tuner's own
+    # save, which drops it, comes after. keras-tuner's reload sends every running trial to retry.
+    from tuning.tuner import TUNERS
+
+    settings = tiny_settings()
+    search = TUNERS["random"](settings, tmp_path, max_trials=4)
+    trial = search.oracle.create_trial("tester")
+    search.save()
+    trial.status = "COMPLETED"
+    search.oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+    search.oracle.end_trial(trial)
+    assert json.loads((tmp_path / "search" / "oracle.json").read_text())["ongoing_trials"] == {"tester": trial.trial_id}
+
+    reloaded = TUNERS["random"](settings, tmp_path, max_trials=4)
+    assert reloaded.oracle.end_order == [trial.trial_id]
+    assert reloaded.oracle.create_trial("tester").trial_id != trial.trial_id
+
+
+def hyperband_rounds(project: Path, kill_before_trial: int | None = None) -> list[tuple[int, int]]:
+    """Drive a Hyperband oracle to the end, killed once between a trial's file and oracle.json.
+
+    Returns each trial's (bracket, round), in creation order. The space is large enough that
+    random draws never collide, so the search's length depends on the bracket bookkeeping alone.
+    """
+    import keras_tuner as kt
+
+    from tuning.tuner import HyperbandOracle
+
+    def oracle() -> HyperbandOracle:
+        hp = kt.HyperParameters()
+        hp.Int("x", 0, 10**6)
+        o = HyperbandOracle(objective=kt.Objective("score", "max"), hyperparameters=hp, max_epochs=9, factor=3, seed=0)
+        o._set_project_dir(str(project), "search")
+        if (project / "search" / "oracle.json").exists():
+            o.reload()
+        return o
+
+    hb, created = oracle(), []
+    while True:
+        if len(created) == kill_before_trial:
+            before = (project / "search" / "oracle.json").read_text()
+            hb.create_trial("tester")
+            (project / "search" / "oracle.json").write_text(before)
+            hb, kill_before_trial = oracle(), None
+        trial = hb.create_trial("tester")
+        if trial.status == "STOPPED":
+            return created
+        values = trial.hyperparameters.values
+        created.append((values["tuner/bracket"], values["tuner/round"]))
+        hb.update_trial(trial.trial_id, {"score": values["x"]})
+        trial.status = "COMPLETED"
+        hb.end_trial(trial)
+        hb.save()  # as Tuner.on_trial_end does, once the trial is no longer running
+
+
+# Trials 0-12 are bracket 2 (rounds of 9, 3 and 1 trials), 13-19 bracket 1, 20-22 bracket 0.
+@pytest.mark.parametrize("kill_before_trial", [1, 9, 13])  # in round 0, first of round 1, opens bracket 1
+def test_hyperband_killed_as_a_trial_starts_keeps_its_brackets(tmp_path, kill_before_trial):
+    # Without putting the orphan back in its bracket, the bracket drew a replacement: one more trial.
+    uninterrupted = hyperband_rounds(tmp_path / "uninterrupted")
+    killed = hyperband_rounds(tmp_path / "killed", kill_before_trial)
+    assert len(uninterrupted) == 23
+    assert sorted(killed) == sorted(uninterrupted)
+
+
 def test_search_killed_mid_trial_continues_where_it_stopped(tmp_path, cifar10):
     out = tmp_path / "search"
     # 3 of the tiny space's 4 candidates: random search gives up after 20 repeated draws, which

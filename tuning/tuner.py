@@ -139,7 +139,8 @@ class KillSafeState:
     the trial starts, leaves a RUNNING trial that is reloaded but never scheduled (a CI
     rehearsal finished a 4-trial search with trial 1 never run): on reload it joins the retry
     queue. When the trial ends, the same kill would have it retried, trained again from
-    scratch: on reload it counts as ended.
+    scratch; so would a kill right after it ended, because `end_trial` saves `oracle.json`
+    while the trial is still listed as running. On reload an ended trial counts as ended.
     """
 
     def save(self):
@@ -153,22 +154,41 @@ class KillSafeState:
         status = kt.engine.trial.TrialStatus
         for trial_id in sorted(self.trials, key=int):
             trial = self.trials[trial_id]
-            if trial_id in self.end_order:
-                continue
             if trial.status in (status.COMPLETED, status.FAILED):
-                # Ended, but killed before oracle.json said so: keep the result, don't rerun it.
                 if trial_id in self._retry_queue:
                     self._retry_queue.remove(trial_id)
-                self.end_order.append(trial_id)
-            elif trial.status == status.RUNNING and trial_id not in self._retry_queue:
+                if trial_id not in self.end_order:
+                    self.end_order.append(trial_id)
+            elif trial.status == status.RUNNING and trial_id not in self._retry_queue and trial_id not in self.end_order:
                 self._record_values(trial)
                 if trial_id not in self.start_order:
                     self.start_order.append(trial_id)
                 self._retry_queue.append(trial_id)
+                self._adopt(trial)
+
+    def _adopt(self, trial: kt.engine.trial.Trial) -> None:
+        """Enter `trial`, created after the last `oracle.json`, in the oracle's own bookkeeping."""
 
 
 class HyperbandOracle(KillSafeState, kt.oracles.HyperbandOracle):
-    pass
+    def _adopt(self, trial: kt.engine.trial.Trial) -> None:
+        # populate_space had put the trial in a bracket's round before the kill. Unless it goes
+        # back there, the round draws a replacement and the retried trial runs outside any bracket.
+        values = trial.hyperparameters.values
+        round_num, past_id = values["tuner/round"], values.get("tuner/trial_id")
+        if any(info["id"] == trial.trial_id for b in self._brackets for r in b["rounds"] for info in r):
+            return
+        if round_num > 0:
+            # keras-tuner stamps later rounds with the newest bracket's number, so find the
+            # bracket by the trial this one continues.
+            bracket = next(b for b in self._brackets if any(i["id"] == past_id for i in b["rounds"][round_num - 1]))
+        else:
+            bracket = next((b for b in self._brackets if b["bracket_num"] == values["tuner/bracket"]), None)
+            if bracket is None:  # the orphan opened a new bracket
+                self._increment_bracket_num()
+                self._start_new_bracket()
+                bracket = self._brackets[-1]
+        bracket["rounds"][round_num].append({"past_id": past_id, "id": trial.trial_id})
 
 
 class BayesianOptimizationOracle(KillSafeState, kt.oracles.BayesianOptimizationOracle):
