@@ -195,16 +195,29 @@ def test_evaluate_without_an_export_names_the_missing_stage(tmp_path, data):
         evaluate.run(None, data, CONFIG, run_dir)
 
 
-def test_weight_average_is_what_validation_scores_and_what_is_kept(tmp_path, data):
+@pytest.mark.parametrize("distil", [False, True], ids=["alone", "distilling"])
+def test_weight_average_is_what_validation_scores_and_what_is_kept(tmp_path, data, trained, distil, monkeypatch):
     import tf_keras as keras
 
     from tfdense.model import build_densenet
 
-    config = dataclasses.replace(CONFIG, train=dataclasses.replace(CONFIG.train, ema_momentum=0.9))
+    teacher = ""
+    if distil:  # the optimizer then averages the student's weights inside the Distiller
+        teacher = str(tmp_path / "teacher.h5")
+        trained[0].save(teacher, include_optimizer=False)
+    config = dataclasses.replace(CONFIG, train=dataclasses.replace(CONFIG.train, ema_momentum=0.9, teacher=teacher))
     recipe = fitting.Recipe.for_stage(config, "train")
     paths = fitting.FitPaths(backup=tmp_path / "b", history=tmp_path / "h.csv", logs=tmp_path / "logs")
+    # Record the model fit compiles (the Distiller, when distilling): it holds the optimizer.
+    compiled, real_compile = [], fitting.compile_model
+
+    def recording_compile(model, *args):
+        compiled.append(model)
+        return real_compile(model, *args)
+
+    monkeypatch.setattr(fitting, "compile_model", recording_compile)
     model, _ = fitting.fit(lambda: build_densenet(config.model), data, config.data, recipe, paths)
-    assert model.optimizer.use_ema
+    assert compiled[0].optimizer.use_ema and (compiled[0] is not model) == distil
     last = fitting.read_history(paths.history)[-1]
     # After fit the model holds the average; the last epoch's validation loss was computed on it.
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing)
