@@ -159,7 +159,7 @@ class KillSafeState:
                     self._retry_queue.remove(trial_id)
                 if trial_id not in self.end_order:
                     self.end_order.append(trial_id)
-            elif trial.status == status.RUNNING and trial_id not in self._retry_queue and trial_id not in self.end_order:
+            elif trial.status == status.RUNNING and trial_id not in self._retry_queue:
                 self._record_values(trial)
                 if trial_id not in self.start_order:
                     self.start_order.append(trial_id)
@@ -176,8 +176,6 @@ class HyperbandOracle(KillSafeState, kt.oracles.HyperbandOracle):
         # back there, the round draws a replacement and the retried trial runs outside any bracket.
         values = trial.hyperparameters.values
         round_num, past_id = values["tuner/round"], values.get("tuner/trial_id")
-        if any(info["id"] == trial.trial_id for b in self._brackets for r in b["rounds"] for info in r):
-            return
         if round_num > 0:
             # keras-tuner stamps later rounds with the newest bracket's number, so find the
             # bracket by the trial this one continues.
