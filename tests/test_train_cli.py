@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import REPO, run_cli
-from tfdense.config import PRESETS
+from tfdense.config import PRESETS, apply_overrides
 from tfdense.fitting import WarmupDecay, read_history
 
 
@@ -163,6 +163,16 @@ def test_ablation_trains_each_arm_and_tabulates_the_differences(tmp_path, cifar1
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     again = run_cli(*args, timeout=600)  # finished arms are skipped
     assert again.returncode == 0 and again.stderr.count("stage train: complete, skipped") == 2
+
+
+def test_ablation_arm_splits_overrides_but_not_the_commas_of_a_list_value():
+    from tfdense.ablate import parse_arm
+
+    assert parse_arm("deep=model.block_layers=[6,6],model.growth_rate=10") == ("deep", ["model.block_layers=[6,6]", "model.growth_rate=10"])
+    assert parse_arm("two=train.seed=1, data.cutout=8") == ("two", ["train.seed=1", "data.cutout=8"])
+    assert parse_arm("base") == ("base", [])
+    config = apply_overrides(PRESETS["smoke"], parse_arm("deep=model.block_layers=[6,6],model.growth_rate=10")[1])
+    assert config.model.block_layers == (6, 6) and config.model.growth_rate == 10
 
 
 def test_ablation_refuses_a_bad_arm_before_any_work(tmp_path):

@@ -5,7 +5,7 @@
         --out tuning/ablations/rung1-30ep
 
 Each arm is the base config plus its overrides (`name=section.field=value[,section.field=value]`,
-or a bare `name` for the base itself), trained with the train stage only into `OUT/<name>` (a
+or a bare `name` for the base itself; a list value keeps its commas: `model.block_layers=[6,6]`), trained with the train stage only into `OUT/<name>` (a
 normal run directory: resumable, re-running skips finished arms). Scored on the validation
 split, never the test set. Writes `OUT/ablation.md` and `OUT/ablation.json` (validation accuracy
 of the kept weights, best epoch, seconds per epoch, each arm's difference to the first arm) and
@@ -15,6 +15,7 @@ of the kept weights, best epoch, seconds per epoch, each arm's difference to the
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -22,12 +23,17 @@ from tfdense.config import ConfigError, RunConfig, apply_overrides, resolve
 from tfdense.rundir import RunDir, RunDirError, write_atomic, write_json
 
 
+# A comma starts a new override only where `section.field=` follows it, so that list values keep
+# theirs: `deep=model.block_layers=[6,6],model.growth_rate=10` is two overrides.
+_NEXT_OVERRIDE = re.compile(r",(?=\s*[A-Za-z_]\w*\.[A-Za-z_]\w*=)")
+
+
 def parse_arm(text: str) -> tuple[str, list[str]]:
     """`name=sec.field=value,sec.field=value` -> (name, overrides); a bare `name` has none."""
     name, sep, rest = text.partition("=")
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"--arm {text!r}: the name must be letters, digits, '-', '_' or '.'")
-    return name, [item for item in rest.split(",") if item] if sep else []
+    return name, [item.strip() for item in _NEXT_OVERRIDE.split(rest) if item.strip()] if sep else []
 
 
 def main(argv: list[str] | None = None) -> int:
