@@ -5,11 +5,12 @@
         --out tuning/ablations/rung1-30ep
 
 Each arm is the base config plus its overrides (`name=section.field=value[,section.field=value]`,
-or a bare `name` for the base itself; a list value keeps its commas: `model.block_layers=[6,6]`), trained with the train stage only into `OUT/<name>` (a
-normal run directory: resumable, re-running skips finished arms). Scored on the validation
-split, never the test set. Writes `OUT/ablation.md` and `OUT/ablation.json` (validation accuracy
-of the kept weights, best epoch, seconds per epoch, each arm's difference to the first arm) and
-`OUT/curves.png` (every arm's validation accuracy after each epoch).
+or a bare `name` for the base itself; a list value keeps its commas: `model.block_layers=[6,6]`),
+trained with the train stage only into `OUT/<name>` (a normal run directory: resumable,
+re-running skips finished arms). Scored on the validation split, never the test set. Writes
+`OUT/ablation.md` and `OUT/ablation.json` (validation accuracy of the kept weights, best epoch,
+seconds per epoch, each arm's difference to the first arm) and `OUT/curves.png` (every arm's
+validation accuracy after each epoch).
 """
 
 from __future__ import annotations
