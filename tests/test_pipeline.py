@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_cli
+from tfdense.config import PRESETS
 from tfdense.litert import graph_stats
 from tfdense.report import pruning_curves
 from tfdense.rundir import RunDir
@@ -27,6 +28,18 @@ def test_every_stage_writes_metrics_and_the_final_keys(smoke_run):
                  "model_int8.cc", "model_int8.h"):
         assert (smoke_run / name).exists(), name
     assert (smoke_run / "labels.txt").read_text().split() [:2] == ["airplane", "automobile"]
+
+
+def test_train_stage_reports_validation_figures_and_keeps_its_models(smoke_run):
+    train = json.loads((smoke_run / "metrics.json").read_text())["stages"]["train"]
+    for key in ("val_accuracy", "weights", "params", "macs", "seconds_per_epoch", "train_img_per_s"):
+        assert key in train, key
+    assert train["val_accuracy"] > 0.15  # 10 % is chance; 2 epochs of the tiny model on real data get ~20 %
+    assert train["epochs"] == PRESETS["smoke"].train.epochs
+    saved = json.loads((smoke_run / "config.json").read_text())
+    assert saved["preset"] == "smoke" and saved["config"]["model"]["growth_rate"] == 4
+    assert (smoke_run / "train" / "best.weights.h5").exists() and (smoke_run / "train" / "model.h5").exists()
+    assert any((smoke_run / "logs" / "train").rglob("events.out.tfevents.*"))
 
 
 def test_export_is_full_int8_taking_raw_pixels(smoke_run):
@@ -95,12 +108,20 @@ def test_int8_tflite_agrees_with_the_qat_keras_model(smoke_run):
     assert evaluate["agreement_with_keras"] >= 0.9
 
 
-def test_completed_stages_are_skipped_on_rerun(smoke_run):
+def test_completed_stages_are_skipped_on_rerun_with_settings_that_do_not_change_results(smoke_run):
     before = (smoke_run / "model_int8.tflite").stat().st_mtime_ns
-    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(smoke_run), timeout=300)
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(smoke_run), "--set", "train.verbose=0", "--set", "evaluate.threads=2", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count("complete, skipped") == 5
     assert (smoke_run / "model_int8.tflite").stat().st_mtime_ns == before
+
+
+def test_rerun_with_a_setting_that_changes_results_is_refused(smoke_run):
+    saved = (smoke_run / "config.json").read_text()
+    epochs = PRESETS["smoke"].train.epochs
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(smoke_run), "--set", f"train.epochs={epochs + 1}", timeout=120)
+    assert result.returncode == 2 and f"train.epochs: saved {epochs}, now {epochs + 1}" in result.stderr, result.stderr[-2000:]
+    assert (smoke_run / "config.json").read_text() == saved
 
 
 def test_report_refuses_a_directory_without_a_run(tmp_path):
