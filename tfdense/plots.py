@@ -45,10 +45,11 @@ def validation_curves(curves: dict[str, list[tuple[int, float]]], title: str, pa
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     marker = "." if max(len(points) for points in curves.values()) <= 30 else None  # dots only where they stay apart
+    colours = len(plt.rcParams["axes.prop_cycle"])
     for i, (label, points) in enumerate(curves.items()):
         epochs, values = zip(*points)
-        # The default colour cycle has 10 colours: past 10 runs, the line style tells them apart.
-        style = ("-", "--", ":")[i // 10 % 3]
+        # Once the colour cycle wraps, the line style tells the runs apart.
+        style = ("-", "--", ":")[i // colours % 3]
         ax.plot(epochs, np.array(values) * 100, linewidth=1.2, linestyle=style, marker=marker, label=label)
     ax.set_title(title)
     ax.set_xlabel("epoch")
