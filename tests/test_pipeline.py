@@ -110,10 +110,27 @@ def test_int8_tflite_agrees_with_the_qat_keras_model(smoke_run):
 
 def test_completed_stages_are_skipped_on_rerun_with_settings_that_do_not_change_results(smoke_run):
     before = (smoke_run / "model_int8.tflite").stat().st_mtime_ns
+    (hparams_events,) = (smoke_run / "logs" / "hparams").glob("events.out.tfevents.*")
+    hparams_bytes = hparams_events.read_bytes()
     result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(smoke_run), "--set", "train.verbose=0", "--set", "evaluate.threads=2", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count("complete, skipped") == 5
     assert (smoke_run / "model_int8.tflite").stat().st_mtime_ns == before
+    # a committed run directory must not churn when it is merely rerun
+    assert list((smoke_run / "logs" / "hparams").glob("events.out.tfevents.*")) == [hparams_events]
+    assert hparams_events.read_bytes() == hparams_bytes
+
+
+def test_hparams_record_is_rewritten_only_when_its_content_changes(tmp_path):
+    from tfdense.hparams import log_hparams
+
+    log_hparams(tmp_path, {"train.epochs": 3}, {"test_accuracy": 0.5}, session="run")
+    (first,) = tmp_path.glob("events.out.tfevents.*")
+    log_hparams(tmp_path, {"train.epochs": 3}, {"test_accuracy": 0.5}, session="run")
+    assert list(tmp_path.glob("events.out.tfevents.*")) == [first]
+    log_hparams(tmp_path, {"train.epochs": 3}, {"test_accuracy": 0.6}, session="run")
+    (second,) = tmp_path.glob("events.out.tfevents.*")
+    assert second != first and json.loads((tmp_path / "record.json").read_text())["metrics"] == {"test_accuracy": 0.6}
 
 
 def test_rerun_with_a_setting_that_changes_results_is_refused(smoke_run):

@@ -18,7 +18,7 @@ from tfdense import data as data_lib
 from tfdense.config import RunConfig
 from tfdense.hparams import flatten, log_hparams
 from tfdense.metrics import HEADLINE, STAGE_METRICS
-from tfdense.rundir import STAGES, RunDir, write_json
+from tfdense.rundir import STAGES, RunDir, result_identity, write_json
 from tfdense.stages import evaluate, export, float_source, prune, qat, train
 
 MODULES = {"train": train, "prune": prune, "qat": qat, "export": export, "evaluate": evaluate}
@@ -65,6 +65,7 @@ def write_summary(run_dir: RunDir, config: RunConfig) -> dict[str, Any]:
         if stage in stage_metrics:
             figures[f"{stage}_val_accuracy"] = stage_metrics[stage]["val_accuracy"]
     if figures:
-        # One HParams row per run: `tensorboard --logdir` over several runs compares them.
-        log_hparams(run_dir.logs("hparams"), flatten(config.to_dict()), figures, session=run_dir.path.name)
+        # One HParams row per run: `tensorboard --logdir` over several runs compares them. Only the
+        # settings that decide results, so a rerun that changes none leaves the record alone.
+        log_hparams(run_dir.logs("hparams"), flatten(result_identity(config.to_dict())), figures, session=run_dir.path.name)
     return summary
