@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("path", sorted(REPO.glob("tuning/configs/*.yaml")) + sorted(REPO.glob("exports/*.yaml")), ids=lambda p: p.name)
 def test_every_committed_config_resolves_and_a_shipped_one_names_an_existing_teacher(path):
     config = resolve("full", str(path), [])
-    if path.parent.name == "exports" and config.train.teacher:
-        assert (REPO / config.train.teacher).is_file(), f"{path.name} distils from {config.train.teacher}, which is not in the repository"
+    if path.parent.name == "exports":
+        for teacher in config.train.teacher:
+            assert (REPO / teacher).is_file(), f"{path.name} distils from {teacher}, which is not in the repository"
 
 
 def test_configs_saved_under_old_names_still_load():
@@ -63,11 +64,22 @@ def test_set_overrides_coerce_to_field_types():
         ("trainepochs=3", "--set expects section.field=value"),
         ("model.stem_init=pca", "model.stem_init must be 'he_normal' or 'whiten'"),
         ("prune.channel_fraction=1", "prune.channel_fraction must be in [0, 1)"),
+        ("train.teacher_flip=true", "train.teacher_flip needs train.teacher"),
     ],
 )
 def test_bad_override_is_rejected_naming_the_field(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         apply_overrides(PRESETS["smoke"], [override])
+
+
+def test_a_teacher_is_one_file_or_several_and_a_single_name_still_reads_as_before(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  teacher: tuning/teachers/dn111k_float.h5\n")
+    assert resolve("smoke", str(path)).train.teacher == ("tuning/teachers/dn111k_float.h5",)
+    path.write_text("train:\n  teacher: [a.h5, b.h5]\n  teacher_flip: true\n")
+    assert resolve("smoke", str(path)).train.teacher == ("a.h5", "b.h5")
+    assert apply_overrides(PRESETS["smoke"], ["train.teacher=[a.h5,b.h5]"]).train.teacher == ("a.h5", "b.h5")
+    assert apply_overrides(PRESETS["smoke"], ["train.teacher="]).train.teacher == ()
 
 
 def test_whitened_stem_needs_an_even_width_within_twice_the_patch_size():

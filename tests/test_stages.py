@@ -201,10 +201,10 @@ def test_weight_average_is_what_validation_scores_and_what_is_kept(tmp_path, dat
 
     from tfdense.model import build_densenet
 
-    teacher = ""
+    teacher = ()
     if distil:  # the optimizer then averages the student's weights inside the Distiller
-        teacher = str(tmp_path / "teacher.h5")
-        trained[0].save(teacher, include_optimizer=False)
+        teacher = (str(tmp_path / "teacher.h5"),)
+        trained[0].save(teacher[0], include_optimizer=False)
     config = dataclasses.replace(CONFIG, train=dataclasses.replace(CONFIG.train, ema_momentum=0.9, teacher=teacher))
     recipe = fitting.Recipe.for_stage(config, "train")
     paths = fitting.FitPaths(backup=tmp_path / "b", history=tmp_path / "h.csv", logs=tmp_path / "logs")
@@ -259,11 +259,13 @@ def test_weight_average_swaps_batchnorm_statistics_with_the_weights():
         np.testing.assert_array_equal(v.numpy(), value)
 
 
-def test_distillation_trains_the_student_against_a_saved_teacher(tmp_path, data, trained):
+@pytest.mark.parametrize("ensemble", [False, True], ids=["one_teacher", "two_teachers_and_their_mirrors"])
+def test_distillation_trains_the_student_against_a_saved_teacher(tmp_path, data, trained, ensemble):
     teacher_model, _ = trained
     teacher_path = tmp_path / "teacher.h5"
     teacher_model.save(str(teacher_path), include_optimizer=False)
-    train_config = dataclasses.replace(CONFIG.train, teacher=str(teacher_path), distill_alpha=0.7, distill_temperature=2.0)
+    teachers = (str(teacher_path),) * (2 if ensemble else 1)
+    train_config = dataclasses.replace(CONFIG.train, teacher=teachers, teacher_flip=ensemble, distill_alpha=0.7, distill_temperature=2.0)
     config = dataclasses.replace(CONFIG, model=dataclasses.replace(CONFIG.model, growth_rate=2), train=train_config)
     paths = fitting.FitPaths(backup=tmp_path / "b", history=tmp_path / "h.csv", logs=tmp_path / "logs", best_weights=tmp_path / "best.h5")
     from tfdense.model import build_densenet
@@ -275,3 +277,30 @@ def test_distillation_trains_the_student_against_a_saved_teacher(tmp_path, data,
     # The teacher is untouched by the student's training.
     for a, b in zip(teacher_model.get_weights(), fitting.keras.models.load_model(str(teacher_path), compile=False).get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_teacher_ensemble_predicts_the_geometric_mean_of_its_members_and_their_mirrors(tmp_path, data):
+    import tf_keras as keras
+
+    from tfdense.model import build_densenet
+
+    files = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        member = build_densenet(CONFIG.model)
+        files.append(str(tmp_path / f"member{seed}.h5"))
+        member.save(files[-1], include_optimizer=False)
+    x = data.x_val[:8].astype(np.float32)
+    members = [keras.models.load_model(f, compile=False) for f in files]
+    views = [m.predict(v, verbose=0) for m in members for v in (x, x[:, :, ::-1])]
+    expected = np.exp(np.mean(np.log(views), axis=0))
+    expected /= expected.sum(axis=1, keepdims=True)
+    ensemble = fitting.load_teacher(tuple(files), flip=True)
+    np.testing.assert_allclose(ensemble(x).numpy(), expected, rtol=1e-4, atol=1e-6)
+    # Without the mirror, the members' views alone.
+    plain = np.exp(np.mean(np.log(views[::2]), axis=0))
+    np.testing.assert_allclose(fitting.load_teacher(tuple(files))(x).numpy(), plain / plain.sum(axis=1, keepdims=True), rtol=1e-4, atol=1e-6)
+    # One file without the mirror is the saved model itself, so runs begun before ensembles resume.
+    single = fitting.load_teacher(tuple(files[:1]))
+    assert single.name == members[0].name and not isinstance(single, fitting.TeacherEnsemble)
+    np.testing.assert_allclose(single(x).numpy(), views[0], rtol=1e-5, atol=1e-6)

@@ -135,8 +135,13 @@ class TrainConfig:
     ema_momentum: float = 0.0
     # Knowledge distillation (train stage): a trained Keras model file (e.g. another run's
     # train/model.h5) whose softened predictions on the same augmented batch the student also
-    # fits; loss = (1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T). "" = off.
-    teacher: str = ""
+    # fits; loss = (1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T). Several files
+    # form one teacher, the geometric mean of their predictions, more accurate than any of them
+    # (README, Training). Empty = off.
+    teacher: tuple[str, ...] = ()
+    # The teacher also predicts the mirrored batch and averages both views (test-time flip
+    # augmentation): a more accurate teacher for twice its forward passes, same student inputs.
+    teacher_flip: bool = False
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0
     seed: int = 0
@@ -157,6 +162,8 @@ class TrainConfig:
         _require(0 <= self.label_smoothing < 1, f"{s}.label_smoothing", "must be in [0, 1)", self.label_smoothing)
         _require(0 <= self.ema_momentum < 1, f"{s}.ema_momentum", "must be in [0, 1) (0 = off)", self.ema_momentum)
         _require(0 <= self.distill_alpha <= 1, f"{s}.distill_alpha", "must be in [0, 1]", self.distill_alpha)
+        _require(self.teacher or not self.teacher_flip, f"{s}.teacher_flip", "needs train.teacher", self.teacher_flip)
+        _require(all(self.teacher), f"{s}.teacher", "must not contain an empty file name", self.teacher)
         _require(self.distill_temperature > 0, f"{s}.distill_temperature", "must be > 0", self.distill_temperature)
         _require(self.verbose in (0, 1, 2), f"{s}.verbose", "must be 0, 1 or 2", self.verbose)
 

@@ -58,7 +58,8 @@ class Recipe:
     jit_compile: bool
     verbose: int
     ema_momentum: float = 0.0
-    teacher: str = ""  # distil from this Keras model file ("" = off)
+    teacher: tuple[str, ...] = ()  # distil from these Keras model files, as one teacher (empty = off)
+    teacher_flip: bool = False
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0
 
@@ -85,7 +86,8 @@ class Recipe:
             jit_compile=train.jit_compile and stage != "qat",
             verbose=train.verbose,
             ema_momentum=train.ema_momentum if stage == "train" else 0.0,
-            teacher=train.teacher if stage == "train" else "",
+            teacher=train.teacher if stage == "train" else (),
+            teacher_flip=train.teacher_flip and stage == "train",
             distill_alpha=train.distill_alpha,
             distill_temperature=train.distill_temperature,
         )
@@ -254,6 +256,40 @@ class Distiller(keras.Model):
         self.optimizer.minimize(loss, self.student.trainable_variables, tape=tape)
         self.compiled_metrics.update_state(y, probs)
         return {"distill_loss": soft, **{m.name: m.result() for m in self.metrics}}
+
+
+class TeacherEnsemble(keras.Model):
+    """Several trained models (and optionally their mirrored views) as one: the normalized
+    geometric mean of their softmax outputs, i.e. the softmax of their averaged log-probabilities.
+
+    Averaging log-probabilities keeps what the members agree on sharp and softens where they
+    disagree; on the validation split two DenseNets of 87.6 % and 86.5 % score 89.0 % this way,
+    89.8 % with their mirrored views (README, Training).
+    """
+
+    def __init__(self, members: list[keras.Model], flip: bool):
+        super().__init__(name="teacher_ensemble")
+        self.members = members
+        self.flip = flip
+
+    def call(self, inputs, training=None):
+        views = [inputs, tf.reverse(inputs, axis=[2])] if self.flip else [inputs]
+        logs = [tf.math.log(tf.maximum(m(v, training=False), 1e-7)) for m in self.members for v in views]
+        return tf.nn.softmax(tf.add_n(logs) / len(logs), axis=-1)
+
+
+def load_teacher(files: tuple[str, ...], flip: bool = False) -> keras.Model:
+    """The teacher `files` describe: one saved model as it is, or a `TeacherEnsemble` of them.
+
+    A single file without the flip stays the bare model, so runs started with one teacher
+    resume from their checkpoints (which hold the teacher's variables) unchanged.
+    """
+    members = [keras.models.load_model(f, compile=False) for f in files]
+    for member in members:
+        member.trainable = False
+    if len(members) == 1 and not flip:
+        return members[0]
+    return TeacherEnsemble(members, flip)
 
 
 @functools.cache
@@ -451,7 +487,7 @@ def fit(
     with distribution_strategy().scope():
         model = student = build()
         if recipe.teacher:
-            teacher = keras.models.load_model(recipe.teacher, compile=False)
+            teacher = load_teacher(recipe.teacher, recipe.teacher_flip)
             model = Distiller(student, teacher, recipe.distill_alpha, recipe.distill_temperature)
         compile_model(model, recipe, steps)
     paths.history.parent.mkdir(parents=True, exist_ok=True)

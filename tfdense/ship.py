@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from tfdense.config import from_dict
+from tfdense.config import RunConfig, apply_dict, from_dict, load_config_file
 from tfdense.rundir import RunDir, read_json, write_atomic, write_json
 
 EXPORTS = Path(__file__).resolve().parents[1] / "exports"
@@ -48,8 +48,8 @@ def teacher_configs(float_file: Path, configs: list[Path]) -> list[Path]:
     """The configs among `configs` whose `train.teacher` is `float_file` (which shipping would replace)."""
     named = []
     for path in configs:
-        teacher = (yaml.safe_load(path.read_text()) or {}).get("train", {}).get("teacher") or ""
-        if teacher and Path(teacher).resolve() == float_file.resolve():
+        teachers = apply_dict(RunConfig(), load_config_file(path)).train.teacher
+        if any(Path(t).resolve() == float_file.resolve() for t in teachers):
             named.append(path)
     return named
 
@@ -99,9 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     float_model = run_dir.model(float_source(run_dir))
     if float_model.exists() and float_model.stat().st_size <= FLOAT_SOURCE_LIMIT:
         shutil.copyfile(float_model, out / f"{args.name}_float.h5")
-    recipe = config.to_dict()
-    recipe["model"]["block_layers"] = list(recipe["model"]["block_layers"])
-    recipe["prune"]["skip_layers"] = list(recipe["prune"]["skip_layers"])
+    # YAML's safe dumper writes lists, not tuples.
+    recipe = {section: {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()} for section, fields in config.to_dict().items()}
     write_atomic(out / f"{args.name}.yaml", f"# Reproduces {names['int8']}: python -m tfdense.train --config exports/{args.name}.yaml\n"
                  + yaml.safe_dump(recipe, sort_keys=False))
 

@@ -43,4 +43,4 @@ def float_source(run_dir: RunDir) -> str:
 
 def with_teacher(recipe: Recipe, run_dir: RunDir, stage: str, distill: bool) -> Recipe:
     """`recipe` distilling from the saved model of `stage` in this run when `distill` is set."""
-    return dataclasses.replace(recipe, teacher=str(run_dir.require(run_dir.model(stage), stage))) if distill else recipe
+    return dataclasses.replace(recipe, teacher=(str(run_dir.require(run_dir.model(stage), stage)),), teacher_flip=False) if distill else recipe

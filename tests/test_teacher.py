@@ -1,0 +1,54 @@
+"""Scoring a set of trained models as a teacher before a student trains against it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from tfdense.config import DenseNetConfig
+from tfdense.costs import model_costs
+from tfdense.model import build_densenet
+from tfdense.teacher import format_scores, score_teachers
+
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    import tf_keras as keras
+
+    folder = tmp_path_factory.mktemp("teachers")
+    files, models = [], []
+    for seed, growth in ((1, 4), (2, 6)):
+        keras.utils.set_random_seed(seed)
+        models.append(build_densenet(DenseNetConfig(name="tiny", stem_filters=8, block_layers=(1, 1), growth_rate=growth, bottleneck=0)))
+        files.append(str(folder / f"member{seed}.h5"))
+        models[-1].save(files[-1], include_optimizer=False)
+    return files, models
+
+
+def test_each_model_then_the_ensemble_is_scored_without_and_with_the_mirror(members):
+    files, models = members
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 32, 32, 3)).astype(np.uint8)
+    views = [m.predict(v.astype(np.float32), verbose=0) for m in models for v in (x, x[:, :, ::-1])]
+    # Labels the full ensemble gets right by construction; member 1 alone only where it agrees.
+    y = np.mean(np.log(views), axis=0).argmax(axis=1)
+    scores = score_teachers(files, x, y, batch_size=16)
+    assert [(len(s.files), s.flip) for s in scores] == [(1, False), (1, True), (1, False), (1, True), (2, False), (2, True)]
+    assert scores[-1].val_accuracy == 1.0
+    assert scores[0].val_accuracy == pytest.approx(np.mean(views[0].argmax(axis=1) == y))
+    macs = [model_costs(m).macs for m in models]
+    assert [s.macs for s in scores] == [macs[0], 2 * macs[0], macs[1], 2 * macs[1], sum(macs), 2 * sum(macs)]
+    table = format_scores(scores)
+    assert f"| member1.h5 + member2.h5 | yes | 100.00 % | {2 * sum(macs):,} |" in table
+
+
+def test_cli_scores_on_the_real_validation_split_and_refuses_a_missing_file(members, cifar10):
+    files, _ = members
+    done = run_cli("tfdense.teacher", files[0])
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| member1.h5 |")]
+    assert len(rows) == 2 and all(line.endswith(" |") and " % |" in line for line in rows)
+    missing = run_cli("tfdense.teacher", files[0], "nowhere.h5")
+    assert missing.returncode == 2 and "no such model file: nowhere.h5" in missing.stderr

@@ -1,0 +1,80 @@
+"""`python -m tfdense.teacher MODEL.h5 [MODEL.h5 ...]`: what teacher a set of trained models makes.
+
+    python -m tfdense.teacher tuning/teachers/dn111k_float.h5 tuning/teachers/dn71k_float.h5
+
+A student runs for hours against its teacher, so score the teacher first: the validation
+accuracy of each model alone and of all of them as one `train.teacher` (the geometric mean of
+their predictions), each without and with `train.teacher_flip`, beside the MACs that teacher
+adds to every training image. Scored on the validation split the training runs hold out, never
+on the test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tfdense.config import DataConfig
+from tfdense.data import DataError, prepare
+
+
+@dataclass(frozen=True)
+class TeacherScore:
+    """One candidate `train.teacher` and `train.teacher_flip`, scored on the validation split."""
+
+    files: tuple[str, ...]
+    flip: bool
+    val_accuracy: float
+    macs: int  # teacher MACs per training image: every member, twice with the flip
+
+
+def score_teachers(files: list[str], x_val: np.ndarray, y_val: np.ndarray, batch_size: int = 500) -> list[TeacherScore]:
+    """Each file alone, then all of them together (when several), each without and with the flip."""
+    from tfdense import fitting
+    from tfdense.costs import model_costs
+
+    member_macs = {f: model_costs(fitting.keras.models.load_model(f, compile=False)).macs for f in files}
+    candidates = [(f,) for f in files] + ([tuple(files)] if len(files) > 1 else [])
+    scores = []
+    for members in candidates:
+        for flip in (False, True):
+            teacher = fitting.load_teacher(members, flip)
+            probs = np.concatenate([teacher(x_val[i : i + batch_size], training=False).numpy() for i in range(0, len(x_val), batch_size)])
+            macs = sum(member_macs[f] for f in members) * (2 if flip else 1)
+            scores.append(TeacherScore(members, flip, float(np.mean(probs.argmax(axis=1) == y_val)), macs))
+    return scores
+
+
+def format_scores(scores: list[TeacherScore]) -> str:
+    rows = ["| teacher | flip | val accuracy | MACs per image |", "| --- | --- | --- | --- |"]
+    for s in scores:
+        rows.append(f"| {' + '.join(Path(f).name for f in s.files)} | {'yes' if s.flip else 'no'} | {s.val_accuracy * 100:.2f} % | {s.macs:,} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tfdense.teacher", description=__doc__.split("\n\n")[0].replace("`", ""))
+    parser.add_argument("models", nargs="+", help="trained Keras model files (e.g. RUN/train/model.h5)")
+    parser.add_argument("--val-size", type=int, default=DataConfig.val_size, help="the runs' data.val_size (default %(default)s)")
+    parser.add_argument("--split-seed", type=int, default=DataConfig.split_seed, help="the runs' data.split_seed (default %(default)s)")
+    parser.add_argument("--data-dir", help="local CIFAR-10 copy (see README)")
+    args = parser.parse_args(argv)
+    missing = [m for m in args.models if not Path(m).is_file()]
+    if missing:
+        print(f"error: no such model file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        data = prepare(DataConfig(data_dir=args.data_dir, val_size=args.val_size, split_seed=args.split_seed))
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_scores(score_teachers(args.models, data.x_val, data.y_val)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
