@@ -92,3 +92,24 @@ def test_prune_schedule_ends_on_a_mask_update_step():
     per_layer = {"a": {"size": 1000, "sparsity": 0.495, "pruned": True}, "b": {"size": 1000, "sparsity": 0.45, "pruned": True},
                  "c": {"size": 10, "sparsity": 0.4, "pruned": True}, "d": {"size": 100, "sparsity": 0.0, "pruned": False}}
     assert check_sparsity(per_layer, 0.5) == ["b (0.450)"]
+
+
+def test_interleaved_latency_times_every_model_each_round_in_a_rotating_order():
+    from tfdense.litert import TFLiteClassifier, interleaved_latency_ms
+    from tfdense.peers import RESNET_LARGE
+
+    order = []
+
+    class Recorded(TFLiteClassifier):
+        def latency_ms(self, pixels):
+            order.append((self.path.name, len(pixels)))
+            return super().latency_ms(pixels)
+
+    files = [RESNET8, RESNET_LARGE]
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 32, 32, 3)).astype(np.uint8)
+    small, large = interleaved_latency_ms([Recorded(p) for p in files], pixels, rounds=3)
+    names = [p.name for p in files]
+    assert order[:2] == [(n, 20) for n in names]  # the warm-up, then three rounds of 30 images
+    assert [n for n, _ in order[2:]] == [names[0], names[1], names[1], names[0], names[0], names[1]]
+    # ResNet-8 does 12.5M MACs per image, the large ResNet 76.5M.
+    assert 0 < small < large

@@ -157,9 +157,16 @@ def test_evaluate_stage_measures_the_deployed_model_on_the_test_set(run_dir, dat
 def test_ship_publishes_the_run_with_figures_measured_on_the_test_set(tmp_path, run_dir, exported, cifar10):
     from tfdense import ship
 
-    assert ship.main([str(run_dir.path), "--name", "tiny_int8", "--out", str(tmp_path), "--latency-images", "5"]) == 0
+    # A file shipped earlier: its latency is timed again beside the new ones and the peers.
+    old = run_dir.export_file("model_int8.tflite").read_bytes()
+    (tmp_path / "old_int8.tflite").write_bytes(old)
+    earlier = {"test_accuracy": 0.5, "tflite_bytes": len(old), "latency_ms": -1.0, "peer_latency_ms": {}}
+    (tmp_path / "metrics.json").write_text(json.dumps({"old_int8.tflite": earlier}))
+    assert ship.main([str(run_dir.path), "--name", "tiny_int8", "--out", str(tmp_path), "--latency-images", "5", "--latency-rounds", "2"]) == 0
     registry = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(registry) == {"tiny_int8.tflite", "tiny_uint8.tflite"}
+    assert set(registry) == {"old_int8.tflite", "tiny_int8.tflite", "tiny_uint8.tflite"}
+    assert registry["old_int8.tflite"]["test_accuracy"] == 0.5 and registry["old_int8.tflite"]["latency_ms"] > 0
+    assert all(r["peer_latency_ms"] == registry["tiny_int8.tflite"]["peer_latency_ms"] for r in registry.values())
     figures = registry["tiny_int8.tflite"]
     assert figures["tflite_bytes"] == (tmp_path / "tiny_int8.tflite").stat().st_size
     assert (tmp_path / "tiny_int8.tflite").read_bytes() == run_dir.export_file("model_int8.tflite").read_bytes()

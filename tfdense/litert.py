@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,24 @@ class TFLiteClassifier:
             self.interpreter.get_tensor(self.output["index"])
             times.append(time.perf_counter() - start)
         return float(np.median(times) * 1000)
+
+
+def interleaved_latency_ms(models: Sequence[TFLiteClassifier], pixels: np.ndarray, rounds: int = 5) -> list[float]:
+    """Median single-image latency of several models, measured in alternation in one process.
+
+    Models timed one after another meet different machines: a job that starts, a core that
+    changes clock, the first model paying for a cold cache. Here every model first runs a
+    warm-up, then each round times every model on the same images, in an order that rotates
+    from round to round; a model's figure is the median of its round medians, so slow spells
+    fall on all the models alike.
+    """
+    for model in models:
+        model.latency_ms(pixels[:20])
+    per_round: list[list[float]] = [[] for _ in models]
+    for r in range(rounds):
+        for i in [(r + k) % len(models) for k in range(len(models))]:
+            per_round[i].append(models[i].latency_ms(pixels))
+    return [float(np.median(times)) for times in per_round]
 
 
 def _op_names(content: bytes) -> set[str]:
