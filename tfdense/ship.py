@@ -8,8 +8,8 @@ config, which `python -m tfdense.train --config exports/NAME.yaml` trains again)
 merged into `exports/metrics.json`; the latency of the MLPerf Tiny peers and of every file
 shipped there is then timed again, all together, interleaved in one process, so the latencies
 in metrics.json stay comparable. CI checks metrics.json against the files
-(`tests/test_exports.py`). The figures come with the run's training time (train + prune + QAT epochs, summed over resumed sessions). The
-float Keras model QAT started from is copied as `NAME_float.h5` when under 2 MiB, and
+(`tests/test_exports.py`). The figures come with the run's training time (train + prune +
+QAT epochs, summed over resumed sessions). The float Keras model QAT started from is copied as `NAME_float.h5` when under 2 MiB, and
 `exports/accuracy_vs_bytes.png` is redrawn: every shipped int8 file beside the peers.
 """
 
@@ -33,11 +33,11 @@ FLOAT_SOURCE_LIMIT = 2 * 1024 * 1024
 SHIPPED_KEYS = ("test_accuracy", "tflite_bytes", "gzip_bytes", "weights", "nonzero_weights", "params", "macs", "imt_score", "latency_ms")
 
 
-def shipped_figures(metrics, run_dir: RunDir, peer_latency: dict[str, float]) -> dict[str, Any]:
+def shipped_figures(metrics, run_dir: RunDir) -> dict[str, Any]:
+    """A shipped file's entry of metrics.json; `refresh_latency` then sets its latencies."""
     figures = {k: getattr(metrics, k) for k in SHIPPED_KEYS}
     figures["run"] = str(run_dir.path)
     figures["training_seconds"] = round(training_seconds(run_dir), 1)
-    figures["peer_latency_ms"] = peer_latency
     return figures
 
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("int8", "uint8"):
         print(f"[tfdense] measuring {names[kind]} on {len(x_test):,} test images ...", file=sys.stderr, flush=True)
         metrics, _ = evaluate_tflite(out / names[kind], x_test, y_test, 1, args.latency_images)
-        registry[names[kind]] = shipped_figures(metrics, run_dir, {})
+        registry[names[kind]] = shipped_figures(metrics, run_dir)
     print(f"[tfdense] timing the peers and {len(registry)} shipped files in {args.latency_rounds} interleaved rounds ...", file=sys.stderr, flush=True)
     peer_latency = refresh_latency(registry, out, peer_files("mlperf-tiny"), x_test[: args.latency_images], args.latency_rounds)
     peers = {name: dataclasses.replace(m, latency_ms=peer_latency[name]) for name, m in peers.items()}
