@@ -31,8 +31,12 @@ class ModelError(ValueError):
     """A file that is not a usable CIFAR-10 TFLite classifier; the message says why."""
 
 
-class TFLiteClassifier:
-    """A LiteRT interpreter over one model (a path or its bytes), fed raw pixels (N, 32, 32, 3)."""
+class TFLiteModel:
+    """A LiteRT interpreter over one model (a path or its bytes) taking 32x32x3 images.
+
+    The first output is the one read after each invocation; `TFLiteClassifier` adds the
+    checks and scores of a CIFAR-10 classifier, `tfdense.latency` times graph prefixes.
+    """
 
     def __init__(self, model: str | Path | bytes, threads: int = 1):
         if isinstance(model, bytes):
@@ -58,13 +62,11 @@ class TFLiteClassifier:
             )
             self.interpreter.allocate_tensors()
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(f"{self.path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
-        self.input, self.output = inputs[0], outputs[0]
+        if len(inputs) != 1:
+            raise ModelError(f"{self.path}: expected one input, found {len(inputs)}")
+        self.input, self.output, self.outputs = inputs[0], outputs[0], outputs
         if tuple(self.input["shape"][1:]) != (32, 32, 3):
             raise ModelError(f"{self.path}: input shape {tuple(int(d) for d in self.input['shape'])}, expected (1, 32, 32, 3)")
-        if int(np.prod(self.output["shape"][1:])) != NUM_CLASSES:
-            raise ModelError(f"{self.path}: output shape {tuple(int(d) for d in self.output['shape'])}, expected {NUM_CLASSES} class scores")
         self.content = content
 
     def _quantize_input(self, pixels: np.ndarray) -> np.ndarray:
@@ -75,6 +77,28 @@ class TFLiteClassifier:
         q = np.round(pixels.astype(np.float32) / scale + zero_point)
         info = np.iinfo(dtype)
         return np.clip(q, info.min, info.max).astype(dtype)
+
+    def latency_ms(self, pixels: np.ndarray) -> float:
+        """Median wall time of one invocation (set input, invoke, read output), in ms."""
+        times = []
+        for i in range(len(pixels)):
+            start = time.perf_counter()
+            self.interpreter.set_tensor(self.input["index"], self._quantize_input(pixels[i : i + 1]))
+            self.interpreter.invoke()
+            self.interpreter.get_tensor(self.output["index"])
+            times.append(time.perf_counter() - start)
+        return float(np.median(times) * 1000)
+
+
+class TFLiteClassifier(TFLiteModel):
+    """A CIFAR-10 classifier: one input of raw pixels (N, 32, 32, 3), one output of 10 scores."""
+
+    def __init__(self, model: str | Path | bytes, threads: int = 1):
+        super().__init__(model, threads)
+        if len(self.outputs) != 1:
+            raise ModelError(f"{self.path}: expected one input and one output, found 1 and {len(self.outputs)}")
+        if int(np.prod(self.output["shape"][1:])) != NUM_CLASSES:
+            raise ModelError(f"{self.path}: output shape {tuple(int(d) for d in self.output['shape'])}, expected {NUM_CLASSES} class scores")
 
     def scores(self, pixels: np.ndarray, progress: bool = False) -> np.ndarray:
         """Raw output scores (dequantized) for each image, one invocation per image."""
@@ -94,19 +118,8 @@ class TFLiteClassifier:
             bar.update(len(pixels))
         return out
 
-    def latency_ms(self, pixels: np.ndarray) -> float:
-        """Median wall time of one invocation (set input, invoke, read output), in ms."""
-        times = []
-        for i in range(len(pixels)):
-            start = time.perf_counter()
-            self.interpreter.set_tensor(self.input["index"], self._quantize_input(pixels[i : i + 1]))
-            self.interpreter.invoke()
-            self.interpreter.get_tensor(self.output["index"])
-            times.append(time.perf_counter() - start)
-        return float(np.median(times) * 1000)
 
-
-def interleaved_latency_ms(models: Sequence[TFLiteClassifier], pixels: np.ndarray, rounds: int = 5) -> list[float]:
+def interleaved_latency_ms(models: Sequence[TFLiteModel], pixels: np.ndarray, rounds: int = 5) -> list[float]:
     """Median single-image latency of several models, measured in alternation in one process.
 
     Models timed one after another meet different machines: a job that starts, a core that
@@ -129,6 +142,21 @@ def _op_names(content: bytes) -> set[str]:
         return set(graph_stats(content).ops)
     except Exception:  # an unloadable file has no op list to offer
         return set()
+
+
+MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def op_macs(op_name: str, filter_shape: Sequence[int], output_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of one op for one image (0 for ops outside `MAC_OPS`)."""
+    if op_name not in MAC_OPS:
+        return 0
+    size = int(np.prod(filter_shape))
+    if op_name == "FULLY_CONNECTED":
+        return size * int(np.prod(output_shape[:-1]))
+    # Each filter entry is used once per output position; for depthwise the filter's last axis
+    # already spans the output channels.
+    return size * int(output_shape[1] * output_shape[2])
 
 
 @dataclass(frozen=True)
@@ -165,7 +193,7 @@ def graph_stats(model: str | Path | bytes) -> GraphStats:
     for op in interpreter._get_ops_details():
         name = op["op_name"]
         ops.append(name)
-        if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        if name not in MAC_OPS:
             continue
         filt = tensors[op["inputs"][1]]
         out_shape = tensors[op["outputs"][0]]["shape"]
@@ -180,12 +208,7 @@ def graph_stats(model: str | Path | bytes) -> GraphStats:
         nonzero += nz
         if len(op["inputs"]) > 2 and op["inputs"][2] >= 0:
             biases += int(np.prod(tensors[op["inputs"][2]]["shape"]))
-        if name == "FULLY_CONNECTED":
-            macs += size * int(np.prod(out_shape[:-1]))
-        else:
-            # Each filter entry is used once per output position; for depthwise the filter's
-            # last axis already spans the output channels.
-            macs += size * int(out_shape[1] * out_shape[2])
+        macs += op_macs(name, filt["shape"], out_shape)
     return GraphStats(weights=weights, nonzero_weights=nonzero, biases=biases, macs=macs, ops=tuple(sorted(set(ops))), weight_bits=bits)
 
 
