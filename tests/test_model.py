@@ -189,3 +189,28 @@ def test_calibration_seeds_activation_ranges_from_the_float_model():
     expected_max = np.mean([probe(x[:32]).numpy().max(), probe(x[32:]).numpy().max()])
     assert ranges["output_min:0"] == 0.0  # ReLU: TFLite needs 0 in range, and nothing is below it
     assert ranges["output_max:0"] == pytest.approx(expected_max, rel=1e-4)
+
+
+def test_shared_concat_ranges_remove_every_requantization_from_the_int8_graph():
+    from tfdense.latency import graph_prefixes
+    from tfdense.stages.export import representative_images, to_tflite
+    from tfdense.stages.qat import calibrate_ranges, quantize, share_concat_ranges
+
+    config = dataclasses.replace(TINY, block_layers=(2, 1), bottleneck=0, transition_pool="max_first")
+    x = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3)).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    float_model = build_densenet(config)
+    qat = quantize(float_model)
+    calibrate_ranges(qat, float_model, x)
+
+    def ranges(names: tuple[str, ...]) -> set[tuple[float, ...]]:
+        return {tuple(float(w.numpy()) for w in qat.get_layer(n).weights if w.name.split("/")[-1][:10] in ("output_min", "output_max")) for n in names}
+
+    expected = [("quant_stem_relu", "quant_conv2_block1_concat", "quant_conv2_block2_concat"), ("quant_pool2_relu", "quant_conv3_block1_concat")]
+    # As calibrated, ranges differ within a block: converted so, it would need QUANTIZE ops.
+    assert any(len(ranges(group)) > 1 for group in expected)
+    assert share_concat_ranges(qat) == expected
+    assert all(len(ranges(group)) == 1 for group in expected)
+    content = to_tflite(qat, int8=True, representative=representative_images(x, count=8))
+    ops = [name for name, *_ in graph_prefixes(content)]
+    assert ops.count("CONCATENATION") == 3 and "QUANTIZE" not in ops, ops

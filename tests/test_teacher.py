@@ -9,8 +9,7 @@ from conftest import run_cli
 from tfdense.config import DenseNetConfig
 from tfdense.costs import model_costs
 from tfdense.model import build_densenet
-from tfdense.teacher import format_scores, score_teachers
-
+from tfdense.teacher import format_scores, main, score_teachers
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +43,14 @@ def test_each_model_then_the_ensemble_is_scored_without_and_with_the_mirror(memb
     assert f"| member1.h5 + member2.h5 | yes | 100.00 % | {2 * sum(macs):,} |" in table
 
 
-def test_cli_scores_on_the_real_validation_split_and_refuses_a_missing_file(members, cifar10):
+def test_cli_scores_on_the_real_validation_split(members, cifar10):
     files, _ = members
     done = run_cli("tfdense.teacher", files[0])
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| member1.h5 |")]
     assert len(rows) == 2 and all(line.endswith(" |") and " % |" in line for line in rows)
-    missing = run_cli("tfdense.teacher", files[0], "nowhere.h5")
-    assert missing.returncode == 2 and "no such model file: nowhere.h5" in missing.stderr
+
+
+def test_a_missing_model_file_is_refused_before_any_data_loads(members, capsys):
+    assert main([members[0][0], "nowhere.h5", "--data-dir", "/no/such/dir"]) == 2
+    assert "no such model file: nowhere.h5" in capsys.readouterr().err

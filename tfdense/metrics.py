@@ -71,6 +71,7 @@ class QatMetrics(_Metrics):
     scheme: str
     calibrated_ranges: int
     train_seconds: float
+    shared_ranges: int = 0  # activation ranges tied to their dense block's one range
 
 
 @dataclass(frozen=True)
