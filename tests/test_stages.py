@@ -21,7 +21,7 @@ CONFIG = dataclasses.replace(
     data=DataConfig(train_subset=0),
     train=TrainConfig(epochs=2, batch_size=16, warmup_epochs=0.5, verbose=0),
     prune=PruneConfig(epochs=1, frequency=2, target_sparsity=0.5, ramp_fraction=0.5),
-    qat=QatConfig(epochs=1, calibration_images=16),
+    qat=QatConfig(epochs=1, calibration_images=16, shared_concat_ranges=True),
     export=ExportConfig(calibration_images=8),
     evaluate=EvaluateConfig(latency_images=5),
 )
@@ -133,6 +133,17 @@ def test_qat_stage_after_pruning_keeps_the_zeros(pruned, quantized):
     assert metrics.scheme == "Default8BitPrunePreserveQuantizeScheme"
     assert metrics.sparsity == pytest.approx(prune_metrics.sparsity, abs=1e-3)
     assert metrics.calibrated_ranges > 5
+
+
+def test_qat_stage_gives_each_block_one_range_and_the_int8_graph_no_requantization(run_dir, quantized, exported):
+    from tfdense.latency import graph_prefixes
+
+    _, metrics = quantized
+    # Block 1: the stem's ReLU (through its pool) and the concatenation; block 2: the
+    # transition's ReLU (through its pool) and the concatenation.
+    assert metrics.shared_ranges == 4
+    ops = [name for name, *_ in graph_prefixes(run_dir.export_file("model_int8.tflite").read_bytes())]
+    assert ops.count("CONCATENATION") == 2 and "QUANTIZE" not in ops, ops
 
 
 def test_export_stage_writes_a_full_int8_model_taking_raw_pixels(run_dir, exported):
