@@ -21,16 +21,16 @@ def test_prefixes_follow_the_graph_and_the_last_one_is_the_whole_model():
     content = RESNET8.read_bytes()
     prefixes = graph_prefixes(content)
     whole = TFLiteClassifier(content)
-    assert [name for name, *_ in prefixes] == ["CONV_2D"] * 3 + ["ADD"] + ["CONV_2D"] * 3 + ["ADD"] + ["CONV_2D"] * 3 + ["ADD", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"]
-    assert sum(macs for _, _, macs, _ in prefixes) == graph_stats(content).macs
-    assert prefixes[4][1] == (1, 16, 16, 32)
-    np.testing.assert_array_equal(_outputs(TFLiteModel(prefixes[-1][3]), PIXELS[0])[0], _outputs(whole, PIXELS[0])[0])
+    assert [p.op for p in prefixes] == ["CONV_2D"] * 3 + ["ADD"] + ["CONV_2D"] * 3 + ["ADD"] + ["CONV_2D"] * 3 + ["ADD", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"]
+    assert sum(p.macs for p in prefixes) == graph_stats(content).macs
+    assert prefixes[4].output_shape == (1, 16, 16, 32)
+    np.testing.assert_array_equal(_outputs(TFLiteModel(prefixes[-1].content), PIXELS[0])[0], _outputs(whole, PIXELS[0])[0])
 
 
 def test_a_prefix_keeps_every_branch_it_computed_as_an_output():
     # After the second block's shortcut conv (op 6) both branches wait for the ADD: a prefix
     # ending there must still compute, and output, the main branch (op 5).
-    sixth = TFLiteModel(graph_prefixes(RESNET8.read_bytes())[6][3])
+    sixth = TFLiteModel(graph_prefixes(RESNET8.read_bytes())[6].content)
     assert [tuple(o["shape"]) for o in sixth.outputs] == [(1, 16, 16, 32), (1, 16, 16, 32)]
     first, second = _outputs(sixth, PIXELS[0])
     assert first.dtype == np.int8 and not np.array_equal(first, second)

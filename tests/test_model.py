@@ -212,5 +212,5 @@ def test_shared_concat_ranges_remove_every_requantization_from_the_int8_graph():
     assert share_concat_ranges(qat) == expected
     assert all(len(ranges(group)) == 1 for group in expected)
     content = to_tflite(qat, int8=True, representative=representative_images(x, count=8))
-    ops = [name for name, *_ in graph_prefixes(content)]
+    ops = [p.op for p in graph_prefixes(content)]
     assert ops.count("CONCATENATION") == 3 and "QUANTIZE" not in ops, ops

@@ -142,7 +142,7 @@ def test_qat_stage_gives_each_block_one_range_and_the_int8_graph_no_requantizati
     # Block 1: the stem's ReLU (through its pool) and the concatenation; block 2: the
     # transition's ReLU (through its pool) and the concatenation.
     assert metrics.shared_ranges == 4
-    ops = [name for name, *_ in graph_prefixes(run_dir.export_file("model_int8.tflite").read_bytes())]
+    ops = [p.op for p in graph_prefixes(run_dir.export_file("model_int8.tflite").read_bytes())]
     assert ops.count("CONCATENATION") == 2 and "QUANTIZE" not in ops, ops
 
 

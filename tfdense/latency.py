@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
@@ -45,14 +45,23 @@ class OpTime:
     ms: float
 
 
+class Prefix(NamedTuple):
+    """The model made of a graph's ops up to and including `op`."""
+
+    op: str
+    output_shape: tuple[int, ...]
+    macs: int
+    content: bytes
+
+
 def _op_name(model, op) -> str:
     code = model.operatorCodes[op.opcodeIndex]
     # Codes above 127 live in builtinCode only; older files keep the small ones in the other field.
     return _OP_NAMES.get(max(code.builtinCode, code.deprecatedBuiltinCode), f"op{code.builtinCode}")
 
 
-def graph_prefixes(content: bytes) -> list[tuple[str, tuple[int, ...], int, bytes]]:
-    """For each op k: its name, output shape, MACs, and the model of the first k ops."""
+def graph_prefixes(content: bytes) -> list[Prefix]:
+    """One prefix model per op, in execution order; the last is the whole graph."""
     base = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
     if len(base.subgraphs) != 1:
         raise ModelError(f"expected one subgraph, found {len(base.subgraphs)}")
@@ -72,26 +81,25 @@ def graph_prefixes(content: bytes) -> list[tuple[str, tuple[int, ...], int, byte
         name = _op_name(base, op)
         shape = tuple(int(d) for d in graph.tensors[last].shape)
         filter_shape = graph.tensors[op.inputs[1]].shape if len(op.inputs) > 1 else ()
-        prefixes.append((name, shape, op_macs(name, filter_shape, shape), bytes(flatbuffer_utils.convert_object_to_bytearray(base))))
+        prefixes.append(Prefix(name, shape, op_macs(name, filter_shape, shape), bytes(flatbuffer_utils.convert_object_to_bytearray(base))))
     return prefixes
 
 
 def op_latency(content: bytes, pixels: np.ndarray, rounds: int = 5) -> list[OpTime]:
     """Each op's share of one single-thread invocation on `pixels` (N, 32, 32, 3), in ms."""
     prefixes = graph_prefixes(content)
-    models = [TFLiteModel(model) for *_, model in prefixes]
-    totals = interleaved_latency_ms(models, pixels, rounds)
-    before = np.concatenate([[0.0], totals[:-1]])
-    return [OpTime(i, name, shape, macs, float(t - b)) for i, ((name, shape, macs, _), t, b) in enumerate(zip(prefixes, totals, before))]
+    totals = interleaved_latency_ms([TFLiteModel(p.content) for p in prefixes], pixels, rounds)
+    before = [0.0, *totals[:-1]]
+    return [OpTime(i, p.op, p.output_shape, p.macs, t - b) for i, (p, t, b) in enumerate(zip(prefixes, totals, before))]
 
 
 def by_op_type(times: list[OpTime]) -> dict[str, tuple[int, int, float]]:
     """Op name -> (count, MACs, ms), slowest first."""
-    groups: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    groups: dict[str, tuple[int, int, float]] = {}
     for t in times:
-        g = groups[t.op]
-        g[0], g[1], g[2] = g[0] + 1, g[1] + t.macs, g[2] + t.ms
-    return {name: (int(c), int(m), float(ms)) for name, (c, m, ms) in sorted(groups.items(), key=lambda kv: -kv[1][2])}
+        count, macs, ms = groups.get(t.op, (0, 0, 0.0))
+        groups[t.op] = (count + 1, macs + t.macs, ms + t.ms)
+    return dict(sorted(groups.items(), key=lambda kv: -kv[1][2]))
 
 
 def _rate(macs: int, ms: float) -> str:
@@ -128,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             content = path.read_bytes()
             if content[4:8] != b"TFL3":
                 raise ModelError("not a TFLite model (no TFL3 identifier)")
+            print(f"[tfdense] {path.name}: timing every prefix of its graph, {args.rounds} rounds", file=sys.stderr)
             times = op_latency(content, pixels, args.rounds)
         except (OSError, ModelError) as e:
             print(f"error: {path}: {e}", file=sys.stderr)
