@@ -9,8 +9,9 @@ merged into `exports/metrics.json`; the latency of the MLPerf Tiny peers and of 
 shipped there is then timed again, all together, interleaved in one process, so the latencies
 in metrics.json stay comparable. CI checks metrics.json against the files
 (`tests/test_exports.py`). The figures come with the run's training time (train + prune +
-QAT epochs, summed over resumed sessions). The float Keras model QAT started from is copied as `NAME_float.h5` when under 2 MiB, and
-`exports/accuracy_vs_bytes.png` is redrawn: every shipped int8 file beside the peers.
+QAT epochs, summed over resumed sessions). The float Keras model QAT started from is copied
+as `NAME_float.h5` when under 2 MiB, and `exports/accuracy_vs_bytes.png` is redrawn: every
+shipped int8 file beside the peers.
 """
 
 from __future__ import annotations

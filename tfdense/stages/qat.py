@@ -89,6 +89,11 @@ def quantize(model: keras.Model, preserve_sparsity: bool = False) -> keras.Model
         return _q.quantize_apply(annotated, scheme)
 
 
+def _variables(layer: keras.layers.Layer) -> dict[str, tf.Variable]:
+    """A wrapped layer's variables by their own name (`output_min`, not `quant_x/output_min:0`)."""
+    return {w.name.split("/")[-1].split(":")[0]: w for w in layer.weights}
+
+
 def calibrate_ranges(qat_model: keras.Model, float_model: keras.Model, images: np.ndarray, batch_size: int = 250) -> int:
     """Sets every activation quantizer's range from the float model's activations.
 
@@ -102,7 +107,7 @@ def calibrate_ranges(qat_model: keras.Model, float_model: keras.Model, images: n
     """
     targets = []  # (min variable, max variable, float layer name, pre-activation?)
     for layer in qat_model.layers:
-        variables = {w.name.split("/")[-1].split(":")[0]: w for w in layer.weights}
+        variables = _variables(layer)
         name = layer.name.removeprefix("quant_")
         if "output_min" in variables:
             targets.append((variables["output_min"], variables["output_max"], name, False))
@@ -141,7 +146,7 @@ def calibrate_ranges(qat_model: keras.Model, float_model: keras.Model, images: n
 
 
 def _range(layer: keras.layers.Layer) -> tuple[tf.Variable, tf.Variable] | None:
-    variables = {w.name.split("/")[-1].split(":")[0]: w for w in layer.weights}
+    variables = _variables(layer)
     return (variables["output_min"], variables["output_max"]) if "output_min" in variables else None
 
 
@@ -180,6 +185,7 @@ def share_concat_ranges(qat_model: keras.Model) -> list[tuple[str, ...]]:
     groups: dict[str, list[str]] = {}
     for name in parent:
         groups.setdefault(root(name), []).append(name)
+    order = {layer.name: i for i, layer in enumerate(qat_model.layers)}
     tied = []
     for names in groups.values():
         if len(names) < 2:
@@ -190,7 +196,7 @@ def share_concat_ranges(qat_model: keras.Model) -> list[tuple[str, ...]]:
         for lo, hi in ranges:
             lo.assign(low)
             hi.assign(high)
-        tied.append(tuple(sorted(names, key=[layer.name for layer in qat_model.layers].index)))
+        tied.append(tuple(sorted(names, key=order.__getitem__)))
     return tied
 
 
