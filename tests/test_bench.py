@@ -1,4 +1,4 @@
-"""The speed tools: per-layer training-step times."""
+"""The speed tools: per-layer training-step times and device latency of untrained architectures."""
 
 from __future__ import annotations
 
@@ -27,3 +27,26 @@ def test_a_frozen_stem_still_times_its_forward_pass():
     model.get_layer("stem_conv").trainable = False
     (stem,) = [r for r in layer_step_times(model, batch_size=4, steps=1) if r.name == "stem_conv"]
     assert stem.ms > 0
+
+
+def test_device_mode_converts_an_arm_untrained_and_times_it_beside_the_peers():
+    from tfdense.bench import device_times
+    from tfdense.config import PRESETS, apply_overrides
+
+    config = apply_overrides(PRESETS["smoke"], ["model.growth_rate=8", "qat.shared_concat_ranges=true"])
+    rows = device_times([("wide", config)], rounds=1)
+    assert [r.name for r in rows] == ["wide", "pretrainedResnet_quant.tflite", "pretrainedResnet_large_int8.tflite"]
+    wide, resnet8, large = rows
+    costs = model_costs(build_densenet(config.model))
+    assert (wide.weights, wide.macs) == (costs.weights, costs.macs)
+    # Shared ranges drop the requantize op the size predictor counts for each concatenation.
+    assert 0.9 * costs.int8_bytes < wide.tflite_bytes < costs.int8_bytes
+    assert (resnet8.tflite_bytes, resnet8.macs, resnet8.vs_reference) == (98_496, 12_501_632, 1.0)
+    assert large.latency_ms > resnet8.latency_ms > wide.latency_ms > 0
+
+
+def test_arms_without_device_mode_are_refused(capsys):
+    from tfdense.bench import main
+
+    assert main(["--preset", "smoke", "--arm", "a=model.growth_rate=8"]) == 2
+    assert "--arm only applies with --device" in capsys.readouterr().err

@@ -133,7 +133,7 @@ def test_ablation_trains_each_arm_and_tabulates_the_differences(tmp_path, cifar1
 
 
 def test_ablation_arm_splits_overrides_but_not_the_commas_of_a_list_value():
-    from tfdense.ablate import parse_arm
+    from tfdense.config import parse_arm
 
     assert parse_arm("deep=model.block_layers=[6,6],model.growth_rate=10") == ("deep", ["model.block_layers=[6,6]", "model.growth_rate=10"])
     assert parse_arm("two=train.seed=1, data.cutout=8") == ("two", ["train.seed=1", "data.cutout=8"])

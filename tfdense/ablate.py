@@ -16,25 +16,12 @@ validation accuracy after each epoch).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
-from tfdense.config import ConfigError, RunConfig, apply_overrides, resolve
+from tfdense.config import ConfigError, RunConfig, apply_overrides, parse_arm, resolve
 from tfdense.rundir import RunDir, RunDirError, write_atomic, write_json
-
-
-# A comma starts a new override only where `section.field=` follows it, so that list values keep
-# theirs: `deep=model.block_layers=[6,6],model.growth_rate=10` is two overrides.
-_NEXT_OVERRIDE = re.compile(r",(?=\s*[A-Za-z_]\w*\.[A-Za-z_]\w*=)")
-
-
-def parse_arm(text: str) -> tuple[str, list[str]]:
-    """`name=sec.field=value,sec.field=value` -> (name, overrides); a bare `name` has none."""
-    name, sep, rest = text.partition("=")
-    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise ConfigError(f"--arm {text!r}: the name must be letters, digits, '-', '_' or '.'")
-    return name, [item.strip() for item in _NEXT_OVERRIDE.split(rest) if item.strip()] if sep else []
+from tfdense.tables import markdown_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,11 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         train = run_dir.read_stage_metrics("train")
         rows.append({"arm": name, "overrides": parse_arm(text)[1], **{k: train[k] for k in ("val_accuracy", "best_epoch", "epochs", "seconds_per_epoch", "weights", "macs")}})
     reference = rows[0]["val_accuracy"]
-    lines = ["| arm | overrides | val accuracy | vs first | best epoch | s/epoch |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        lines.append(f"| {r['arm']} | {', '.join(r['overrides']) or '(base)'} | {100 * r['val_accuracy']:.2f} % | "
-                     f"{100 * (r['val_accuracy'] - reference):+.2f} | {r['best_epoch']}/{r['epochs']} | {r['seconds_per_epoch']:.1f} |")
-    table = "\n".join(lines)
+    table = markdown_table(("arm", "overrides", "val accuracy", "vs first", "best epoch", "s/epoch"),
+                           [(r["arm"], ", ".join(r["overrides"]) or "(base)", f"{100 * r['val_accuracy']:.2f} %", f"{100 * (r['val_accuracy'] - reference):+.2f}",
+                             f"{r['best_epoch']}/{r['epochs']}", f"{r['seconds_per_epoch']:.1f}") for r in rows])
     write_atomic(Path(args.out) / "ablation.md", f"# Ablation: {args.preset} {args.config or ''} {' '.join(args.set)}\n\n{table}\n\n![validation accuracy per epoch](curves.png)\n")
     write_json(Path(args.out) / "ablation.json", rows)
     curves = {name: validation_curve(run_dir.history("train")) for name, run_dir, _ in runs}

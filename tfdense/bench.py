@@ -1,6 +1,7 @@
 """Throughput of one config: training through the input pipeline vs on in-memory tensors.
 
     python -m tfdense.bench --preset full [--set train.batch_size=256] [--steps 40] [--layers]
+    python -m tfdense.bench --config C.yaml --device [--arm NAME=OVERRIDES ...] [--rounds 15]
 
 Reports training img/s through the full tf.data pipeline (real CIFAR-10, augmentation on),
 model-only training img/s on one batch held in memory, their ratio (the pipeline is not the
@@ -8,6 +9,13 @@ bottleneck when it is >= 0.9), inference img/s, and the input pipeline alone. `-
 instead times each layer's training step alone (forward and backward on a batch of random
 inputs of its shape), beside its MACs: a MAC count misses what memory-bound layers (BatchNorm,
 ReLU, pooling, concatenation on large maps) cost on a CPU.
+
+`--device` answers the inference question before any training: it converts each arm (the config
+plus its overrides, as `tfdense.ablate` takes them) untrained to the full-int8 file the pipeline
+would ship (`pipeline.untrained_int8`: same QAT, converter and stripping; size and speed do not
+depend on trained values) and times the files with LiteRT on one thread, interleaved with the
+MLPerf Tiny peers in the same rounds, so arms compare to each other and to ResNet-8 under the
+same load.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
-from tfdense.config import PRESETS, ConfigError, RunConfig, resolve
+from tfdense.config import PRESETS, ConfigError, RunConfig, apply_overrides, parse_arm, resolve
+from tfdense.tables import markdown_table
 
 
 class _SteadyTimer:
@@ -163,12 +172,51 @@ def layer_step_times(model, batch_size: int, steps: int = 5) -> list[LayerTime]:
 
 def format_layer_times(rows: list[LayerTime]) -> str:
     total = sum(r.ms for r in rows) or 1.0
-    lines = ["| layer | kind | output | MACs | ms per step | share |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        shape = "x".join(str(d) for d in r.output_shape)
-        lines.append(f"| {r.name} | {r.kind} | {shape} | {r.macs:,} | {r.ms:.1f} | {100 * r.ms / total:.1f} % |")
-    lines.append(f"| **sum** | | | {sum(r.macs for r in rows):,} | {total:.1f} | |")
-    return "\n".join(lines)
+    cells = [(r.name, r.kind, "x".join(str(d) for d in r.output_shape), f"{r.macs:,}", f"{r.ms:.1f}", f"{100 * r.ms / total:.1f} %") for r in rows]
+    cells.append(("**sum**", "", "", f"{sum(r.macs for r in rows):,}", f"{total:.1f}", ""))
+    return markdown_table(("layer", "kind", "output", "MACs", "ms per step", "share"), cells)
+
+
+@dataclass(frozen=True)
+class DeviceTime:
+    """One int8 file's single-image LiteRT latency, timed in the same rounds as every other row."""
+
+    name: str
+    weights: int
+    macs: int
+    tflite_bytes: int
+    latency_ms: float
+    vs_reference: float  # latency over the first peer's (MLPerf Tiny ResNet-8)
+
+
+def device_times(arms: list[tuple[str, RunConfig]], rounds: int = 15) -> list[DeviceTime]:
+    """Untrained full-int8 files of `arms`, then the MLPerf Tiny peers, timed interleaved."""
+    from tfdense.litert import TFLiteClassifier, graph_stats, interleaved_latency_ms
+    from tfdense.peers import peer_files
+    from tfdense.pipeline import untrained_int8
+
+    rng = np.random.default_rng(0)
+    # Calibration fixes only the activation scales, which change neither size nor speed.
+    calibration = rng.integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)
+    pixels = rng.integers(0, 256, (300, 32, 32, 3)).astype(np.uint8)
+    files: list[tuple[str, bytes]] = []
+    for name, config in arms:
+        print(f"[tfdense] {name}: converting the untrained architecture to full int8", file=sys.stderr, flush=True)
+        files.append((name, untrained_int8(config.model, calibration, shared_ranges=config.qat.shared_concat_ranges)))
+    files += [(path.name, path.read_bytes()) for path in peer_files("mlperf-tiny")]
+    print(f"[tfdense] timing {len(files)} files interleaved, {rounds} rounds of {len(pixels)} images", file=sys.stderr, flush=True)
+    latencies = interleaved_latency_ms([TFLiteClassifier(content) for _, content in files], pixels, rounds)
+    reference = latencies[len(arms)]
+    rows = []
+    for (name, content), ms in zip(files, latencies):
+        stats = graph_stats(content)
+        rows.append(DeviceTime(name, stats.weights, stats.macs, len(content), ms, ms / reference))
+    return rows
+
+
+def format_device_times(rows: list[DeviceTime]) -> str:
+    return markdown_table(("file", "weights", "MACs", "int8 bytes", "latency ms", "vs ResNet-8"),
+                          [(r.name, f"{r.weights:,}", f"{r.macs / 1e6:.2f}M", f"{r.tflite_bytes:,}", f"{r.latency_ms:.3f}", f"{r.vs_reference:.2f}x") for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,15 +228,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intra-op-threads", type=int, default=0, help="TensorFlow intra-op threads (0 = TF's default)")
     parser.add_argument("--inter-op-threads", type=int, default=0, help="TensorFlow inter-op threads (0 = TF's default)")
     parser.add_argument("--layers", action="store_true", help="time each layer's training step alone instead (a markdown table)")
+    parser.add_argument("--device", action="store_true", help="time the untrained full-int8 file of each arm beside the peers instead")
+    parser.add_argument("--arm", action="append", default=[], metavar="NAME[=OVERRIDES]", help="with --device: one architecture (default: the config)")
+    parser.add_argument("--rounds", type=int, default=15, help="with --device: rounds of 300 invocations per file (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     try:
         config = resolve(args.preset, args.config, args.set)
-        if args.steps < 1:
-            raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+        if args.steps < 1 or args.rounds < 1:
+            raise ConfigError(f"--steps and --rounds must be >= 1, got {args.steps} and {args.rounds}")
+        if args.arm and not args.device:
+            raise ConfigError("--arm only applies with --device")
+        arms = [(name, apply_overrides(config, overrides)) for name, overrides in map(parse_arm, args.arm or ["config"])]
+        if len({name for name, _ in arms}) != len(arms):
+            raise ConfigError("--arm names must be distinct")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.device:
+        rows = device_times(arms, rounds=args.rounds)
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2) if args.json else format_device_times(rows))
+        return 0
     import tensorflow as tf
 
     # Thread pools must be sized before TensorFlow runs its first op.

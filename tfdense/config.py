@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -395,6 +396,19 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
             raise ConfigError(f"--set expects section.field=value, got {item!r}")
         updates.setdefault(section, {})[name] = value
     return apply_dict(config, updates)
+
+
+# A comma starts a new override only where `section.field=` follows it, so that list values keep
+# theirs: `deep=model.block_layers=[6,6],model.growth_rate=10` is two overrides.
+_NEXT_OVERRIDE = re.compile(r",(?=\s*[A-Za-z_]\w*\.[A-Za-z_]\w*=)")
+
+
+def parse_arm(text: str) -> tuple[str, list[str]]:
+    """`name=sec.field=value,sec.field=value` -> (name, overrides); a bare `name` has none."""
+    name, sep, rest = text.partition("=")
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(f"--arm {text!r}: the name must be letters, digits, '-', '_' or '.'")
+    return name, [item.strip() for item in _NEXT_OVERRIDE.split(rest) if item.strip()] if sep else []
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from tfdense.litert import ModelError, TFLiteModel, interleaved_latency_ms, op_macs
 from tfdense.peers import PEER_SETS, peer_files
+from tfdense.tables import markdown_table
 
 _OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 
@@ -109,15 +110,12 @@ def _rate(macs: int, ms: float) -> str:
 def format_op_times(name: str, times: list[OpTime]) -> str:
     """Markdown: every op, then the totals per op type."""
     total = sum(t.ms for t in times)
-    lines = [f"### {name}: {total:.3f} ms, {sum(t.macs for t in times) / 1e6:.2f}M MACs", "",
-             "| # | op | output | MACs | µs | share | GMAC/s |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for t in times:
-        shape = "x".join(str(d) for d in t.output_shape[1:])
-        lines.append(f"| {t.index} | {t.op} | {shape} | {t.macs:,} | {t.ms * 1000:.1f} | {100 * t.ms / total:.1f} % | {_rate(t.macs, t.ms)} |")
-    lines += ["", "| op type | count | MACs | µs | share | GMAC/s |", "| --- | --- | --- | --- | --- | --- |"]
-    for op, (count, macs, ms) in by_op_type(times).items():
-        lines.append(f"| {op} | {count} | {macs:,} | {ms * 1000:.1f} | {100 * ms / total:.1f} % | {_rate(macs, ms)} |")
-    return "\n".join(lines)
+    ops = markdown_table(("#", "op", "output", "MACs", "µs", "share", "GMAC/s"),
+                         [(t.index, t.op, "x".join(str(d) for d in t.output_shape[1:]), f"{t.macs:,}", f"{t.ms * 1000:.1f}", f"{100 * t.ms / total:.1f} %",
+                           _rate(t.macs, t.ms)) for t in times])
+    types = markdown_table(("op type", "count", "MACs", "µs", "share", "GMAC/s"),
+                           [(op, count, f"{macs:,}", f"{ms * 1000:.1f}", f"{100 * ms / total:.1f} %", _rate(macs, ms)) for op, (count, macs, ms) in by_op_type(times).items()])
+    return f"### {name}: {total:.3f} ms, {sum(t.macs for t in times) / 1e6:.2f}M MACs\n\n{ops}\n\n{types}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,24 +31,14 @@ CANDIDATES = {
 
 def measure(name: str, fields: dict, images: np.ndarray, seed: int = 1) -> dict:
     """Stripped int8 bytes of one candidate, beside the features the predictor reads."""
-    from tf_keras import layers
-
     from tfdense.config import DenseNetConfig
     from tfdense.costs import int8_size_features, predicted_int8_bytes
-    from tfdense.footprint import strip
     from tfdense.model import build_densenet
-    from tfdense.stages.export import representative_images, to_tflite
-    from tfdense.stages.qat import calibrate_ranges, quantize
+    from tfdense.pipeline import untrained_int8
 
-    model = build_densenet(DenseNetConfig(name=name.replace("-", "_"), **fields))
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)])
-    qat = quantize(model)
-    calibrate_ranges(qat, model, images)
-    content = strip(to_tflite(qat, int8=True, representative=representative_images(images, count=32)))
+    config = DenseNetConfig(name=name.replace("-", "_"), **fields)
+    content = untrained_int8(config, images, seed=seed)
+    model = build_densenet(config)
     weights, channels, num_layers = int8_size_features(model)
     return {
         "name": name,

@@ -20,6 +20,7 @@ import numpy as np
 
 from tfdense.config import DataConfig
 from tfdense.data import DataError, prepare
+from tfdense.tables import markdown_table
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,8 @@ def score_teachers(files: list[str], x_val: np.ndarray, y_val: np.ndarray, batch
 
 
 def format_scores(scores: list[TeacherScore]) -> str:
-    rows = ["| teacher | flip | val accuracy | MACs per image |", "| --- | --- | --- | --- |"]
-    for s in scores:
-        rows.append(f"| {' + '.join(Path(f).name for f in s.files)} | {'yes' if s.flip else 'no'} | {s.val_accuracy * 100:.2f} % | {s.macs:,} |")
-    return "\n".join(rows)
+    return markdown_table(("teacher", "flip", "val accuracy", "MACs per image"),
+                          [(" + ".join(Path(f).name for f in s.files), "yes" if s.flip else "no", f"{s.val_accuracy * 100:.2f} %", f"{s.macs:,}") for s in scores])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tfdense.tables import markdown_table
+
 
 def ranks(values: list[float]) -> np.ndarray:
     """Ranks 1..n, ties sharing their average rank."""
@@ -93,12 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"trial_id": trial_id, "proxy_val_accuracy": trials[trial_id]["val_accuracy"], "long_val_accuracy": long_accuracy,
                      "weights": trials[trial_id]["weights"], "macs": trials[trial_id]["macs"], "seconds": summary.train_seconds})
     rho = spearman([r["proxy_val_accuracy"] for r in rows], [r["long_val_accuracy"] for r in rows])
-    lines = [f"# Proxy vs {args.epochs}-epoch training ({len(rows)} trials of {search})", "",
-             "| trial | proxy val accuracy | long val accuracy | weights | MACs | seconds |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        lines.append(f"| {r['trial_id']} | {100 * r['proxy_val_accuracy']:.2f} % | {100 * r['long_val_accuracy']:.2f} % | "
-                     f"{int(r['weights']):,} | {int(r['macs']):,} | {r['seconds']:.0f} |")
-    lines += ["", f"Spearman rank correlation: **{rho:.3f}**", ""]
+    table = markdown_table(("trial", "proxy val accuracy", "long val accuracy", "weights", "MACs", "seconds"),
+                           [(r["trial_id"], f"{100 * r['proxy_val_accuracy']:.2f} %", f"{100 * r['long_val_accuracy']:.2f} %", f"{int(r['weights']):,}",
+                             f"{int(r['macs']):,}", f"{r['seconds']:.0f}") for r in rows])
+    lines = [f"# Proxy vs {args.epochs}-epoch training ({len(rows)} trials of {search})", "", table, "", f"Spearman rank correlation: **{rho:.3f}**", ""]
     write_atomic(out / "proxy_check.md", "\n".join(lines))
     write_json(out / "proxy_check.json", {"spearman": rho, "epochs": args.epochs, "trials": rows})
     print("\n".join(lines))
