@@ -142,6 +142,14 @@ def test_ablation_arm_splits_overrides_but_not_the_commas_of_a_list_value():
     assert config.model.block_layers == (6, 6) and config.model.growth_rate == 10
 
 
+def test_two_arms_of_one_name_are_refused():
+    from tfdense.config import ConfigError, parse_arms
+
+    assert parse_arms(["a", "b=train.seed=1"]) == [("a", []), ("b", ["train.seed=1"])]
+    with pytest.raises(ConfigError, match="distinct"):
+        parse_arms(["a", "a=train.seed=1"])
+
+
 def test_ablation_refuses_a_bad_arm_before_any_work(tmp_path):
     result = run_cli("tfdense.ablate", "--preset", "smoke", "--out", str(tmp_path / "a"), "--arm", "x=train.epochz=1", timeout=60)
     assert result.returncode == 2 and "unknown config key 'train.epochz'" in result.stderr

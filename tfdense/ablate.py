@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tfdense.config import ConfigError, RunConfig, apply_overrides, parse_arm, resolve
+from tfdense.config import ConfigError, apply_overrides, parse_arms, resolve
 from tfdense.rundir import RunDir, RunDirError, write_atomic, write_json
 from tfdense.tables import markdown_table
 
@@ -35,14 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         base = resolve(args.preset, args.config, args.set)
-        arms: list[tuple[str, RunConfig]] = []
-        for text in args.arm:
-            name, overrides = parse_arm(text)
-            arms.append((name, apply_overrides(base, overrides)))
-        if len({n for n, _ in arms}) != len(arms):
-            raise ConfigError("--arm names must be distinct")
-        runs = [(name, RunDir(Path(args.out) / name), config) for name, config in arms]
-        for name, run_dir, config in runs:
+        runs = [(name, overrides, RunDir(Path(args.out) / name), apply_overrides(base, overrides)) for name, overrides in parse_arms(args.arm)]
+        for _, _, run_dir, config in runs:
             run_dir.open(config, args.preset)
     except (ConfigError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -53,18 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     from tfdense.plots import validation_curves
 
     rows = []
-    for (name, run_dir, config), text in zip(runs, args.arm):
+    for name, overrides, run_dir, config in runs:
         print(f"[tfdense] arm {name} -> {run_dir.path}", file=sys.stderr, flush=True)
         pipeline.run(config, run_dir, ("train",))
         train = run_dir.read_stage_metrics("train")
-        rows.append({"arm": name, "overrides": parse_arm(text)[1], **{k: train[k] for k in ("val_accuracy", "best_epoch", "epochs", "seconds_per_epoch", "weights", "macs")}})
+        rows.append({"arm": name, "overrides": overrides, **{k: train[k] for k in ("val_accuracy", "best_epoch", "epochs", "seconds_per_epoch", "weights", "macs")}})
     reference = rows[0]["val_accuracy"]
     table = markdown_table(("arm", "overrides", "val accuracy", "vs first", "best epoch", "s/epoch"),
                            [(r["arm"], ", ".join(r["overrides"]) or "(base)", f"{100 * r['val_accuracy']:.2f} %", f"{100 * (r['val_accuracy'] - reference):+.2f}",
                              f"{r['best_epoch']}/{r['epochs']}", f"{r['seconds_per_epoch']:.1f}") for r in rows])
     write_atomic(Path(args.out) / "ablation.md", f"# Ablation: {args.preset} {args.config or ''} {' '.join(args.set)}\n\n{table}\n\n![validation accuracy per epoch](curves.png)\n")
     write_json(Path(args.out) / "ablation.json", rows)
-    curves = {name: validation_curve(run_dir.history("train")) for name, run_dir, _ in runs}
+    curves = {name: validation_curve(run_dir.history("train")) for name, _, run_dir, _ in runs}
     validation_curves(curves, f"ablation: validation accuracy per epoch ({args.out})", Path(args.out) / "curves.png")
     print(table)
     return 0

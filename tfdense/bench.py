@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
-from tfdense.config import PRESETS, ConfigError, RunConfig, apply_overrides, parse_arm, resolve
+from tfdense.config import PRESETS, ConfigError, RunConfig, apply_overrides, parse_arms, resolve
 from tfdense.tables import markdown_table
 
 
@@ -192,6 +192,7 @@ class DeviceTime:
 def device_times(arms: list[tuple[str, RunConfig]], rounds: int = 15) -> list[DeviceTime]:
     """Untrained full-int8 files of `arms`, then the MLPerf Tiny peers, timed interleaved."""
     from tfdense.litert import TFLiteClassifier, graph_stats, interleaved_latency_ms
+    from tfdense.model import build_densenet
     from tfdense.peers import peer_files
     from tfdense.pipeline import untrained_int8
 
@@ -202,7 +203,7 @@ def device_times(arms: list[tuple[str, RunConfig]], rounds: int = 15) -> list[De
     files: list[tuple[str, bytes]] = []
     for name, config in arms:
         print(f"[tfdense] {name}: converting the untrained architecture to full int8", file=sys.stderr, flush=True)
-        files.append((name, untrained_int8(config.model, calibration, shared_ranges=config.qat.shared_concat_ranges)))
+        files.append((name, untrained_int8(build_densenet(config.model), calibration, shared_ranges=config.qat.shared_concat_ranges)))
     files += [(path.name, path.read_bytes()) for path in peer_files("mlperf-tiny")]
     print(f"[tfdense] timing {len(files)} files interleaved, {rounds} rounds of {len(pixels)} images", file=sys.stderr, flush=True)
     latencies = interleaved_latency_ms([TFLiteClassifier(content) for _, content in files], pixels, rounds)
@@ -239,9 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--steps and --rounds must be >= 1, got {args.steps} and {args.rounds}")
         if args.arm and not args.device:
             raise ConfigError("--arm only applies with --device")
-        arms = [(name, apply_overrides(config, overrides)) for name, overrides in map(parse_arm, args.arm or ["config"])]
-        if len({name for name, _ in arms}) != len(arms):
-            raise ConfigError("--arm names must be distinct")
+        arms = [(name, apply_overrides(config, overrides)) for name, overrides in parse_arms(args.arm or ["config"])]
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

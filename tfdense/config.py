@@ -411,6 +411,14 @@ def parse_arm(text: str) -> tuple[str, list[str]]:
     return name, [item.strip() for item in _NEXT_OVERRIDE.split(rest) if item.strip()] if sep else []
 
 
+def parse_arms(texts: list[str]) -> list[tuple[str, list[str]]]:
+    """`parse_arm` of each `--arm`; ConfigError when two share a name."""
+    arms = [parse_arm(text) for text in texts]
+    if len({name for name, _ in arms}) != len(arms):
+        raise ConfigError("--arm names must be distinct")
+    return arms
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Reads a JSON or YAML config file into nested dicts (validated by `apply_dict`)."""
     path = Path(path)

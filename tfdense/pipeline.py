@@ -17,11 +17,10 @@ import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
 import tf_keras as keras
 
 from tfdense import data as data_lib
-from tfdense.config import DenseNetConfig, RunConfig
+from tfdense.config import RunConfig
 from tfdense.footprint import strip
 from tfdense.hparams import flatten, log_hparams
 from tfdense.metrics import HEADLINE, STAGE_METRICS
-from tfdense.model import build_densenet
 from tfdense.rundir import STAGES, RunDir, result_identity, write_json
 from tfdense.stages import evaluate, export, float_source, prune, qat, train
 
@@ -75,16 +74,15 @@ def write_summary(run_dir: RunDir, config: RunConfig) -> dict[str, Any]:
     return summary
 
 
-def untrained_int8(model_config: DenseNetConfig, images: np.ndarray, shared_ranges: bool = False, seed: int = 1) -> bytes:
-    """The stripped full-int8 file of an untrained `model_config`, converted as the pipeline converts a trained one.
+def untrained_int8(model: keras.Model, images: np.ndarray, shared_ranges: bool = False, seed: int = 1) -> bytes:
+    """The stripped full-int8 file of an untrained float `model`, converted as the pipeline converts a trained one.
 
     A file's size and speed depend on its architecture, not on trained values, so this answers
-    both before any training. BatchNorms get trained-looking statistics (they fold into distinct
-    biases, which the converter cannot share) and activation ranges are calibrated on `images`
-    (distinct ranges make each concatenation need a requantize op, as after real QAT, unless
-    `shared_ranges` ties them as `qat.shared_concat_ranges` does).
+    both before any training. The model's BatchNorms get trained-looking statistics, in place
+    (they fold into distinct biases, which the converter cannot share), and activation ranges
+    are calibrated on `images` (distinct ranges make each concatenation need a requantize op, as
+    after real QAT, unless `shared_ranges` ties them as `qat.shared_concat_ranges` does).
     """
-    model = build_densenet(model_config)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

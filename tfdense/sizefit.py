@@ -36,9 +36,8 @@ def measure(name: str, fields: dict, images: np.ndarray, seed: int = 1) -> dict:
     from tfdense.model import build_densenet
     from tfdense.pipeline import untrained_int8
 
-    config = DenseNetConfig(name=name.replace("-", "_"), **fields)
-    content = untrained_int8(config, images, seed=seed)
-    model = build_densenet(config)
+    model = build_densenet(DenseNetConfig(name=name.replace("-", "_"), **fields))
+    content = untrained_int8(model, images, seed=seed)
     weights, channels, num_layers = int8_size_features(model)
     return {
         "name": name,
