@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import REPO
 
-CLIS = {"tfdense.train", "tfdense.evaluate", "tfdense.report", "tfdense.bench", "tfdense.predict", "tfdense.ship", "tfdense.ablate", "tfdense.sizefit", "tuning.proxy_check",
+CLIS = {"tfdense.train", "tfdense.evaluate", "tfdense.report", "tfdense.bench", "tfdense.predict", "tfdense.ship", "tfdense.ablate", "tfdense.compare", "tfdense.sizefit", "tuning.proxy_check",
         "tuning.search"}  # tfdense.footprint is a shared module that also has a __main__
 PIPELINE = {"tfdense.pipeline"}
 

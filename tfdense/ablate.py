@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from tfdense.config import ConfigError, apply_overrides, parse_arms, resolve
-from tfdense.rundir import RunDir, RunDirError, write_atomic, write_json
+from tfdense.rundir import RunDir, RunDirError, validation_curve, write_atomic, write_json
 from tfdense.tables import markdown_table
 
 
@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from tfdense import pipeline  # TensorFlow loads here, after every check above
-    from tfdense.fitting import validation_curve
     from tfdense.plots import validation_curves
 
     rows = []

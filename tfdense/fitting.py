@@ -30,7 +30,7 @@ import tf_keras as keras
 
 from tfdense import data as data_lib
 from tfdense.config import RunConfig
-from tfdense.rundir import write_atomic
+from tfdense.rundir import read_history, write_atomic
 
 # Each stage draws its own random stream from `train.seed`, so re-running one stage alone
 # reproduces what it did inside the whole pipeline.
@@ -344,21 +344,6 @@ def _csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
     for r in rows:
         writer.writerow({k: r.get(k, "") for k in fields})
     return buffer.getvalue()
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
-    for r in rows:
-        r["epoch"] = int(r["epoch"])
-    return rows
-
-
-def validation_curve(path: Path) -> list[tuple[int, float]]:
-    """(epoch, validation accuracy) of every epoch a fit's history recorded."""
-    return [(r["epoch"], r["val_accuracy"]) for r in read_history(path) if "val_accuracy" in r]
 
 
 class AveragedWeights:

@@ -21,12 +21,11 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tfdense.data import load_cifar10
-from tfdense.fitting import validation_curve
 from tfdense.litert import evaluate_tflite, format_table
 from tfdense.metrics import ModelMetrics
 from tfdense.peers import PEER_SETS, peer_files
 from tfdense.plots import accuracy_scatter, sparsity_curves, validation_curves
-from tfdense.rundir import RunDir, write_json
+from tfdense.rundir import RunDir, validation_curve, write_json
 
 
 def pruning_curves(run_dir: RunDir) -> dict[str, list[tuple[int, float]]]:

@@ -16,6 +16,7 @@ Only this module knows these names; stages ask it for paths.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -68,6 +69,22 @@ def write_json(path: Path, data: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """The rows of a fitting stage's history.csv (epoch as int, 1-based); none if it has not started."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+    for r in rows:
+        r["epoch"] = int(r["epoch"])
+    return rows
+
+
+def validation_curve(path: Path) -> list[tuple[int, float]]:
+    """(epoch, validation accuracy) of every epoch a fit's history recorded."""
+    return [(r["epoch"], r["val_accuracy"]) for r in read_history(path) if "val_accuracy" in r]
 
 
 def git_revision() -> str | None:

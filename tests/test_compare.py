@@ -1,0 +1,42 @@
+"""`python -m tfdense.compare`: runs judged against a reference only at the epochs both recorded."""
+
+from __future__ import annotations
+
+import pytest
+
+from tfdense import compare
+from tfdense.rundir import RunDir
+
+
+def write_history(run: RunDir, accuracies: list[float]) -> None:
+    run.stage("train").mkdir(parents=True)
+    rows = [f"{epoch},1.0,{acc}" for epoch, acc in enumerate(accuracies, start=1)]
+    run.history("train").write_text("epoch,loss,val_accuracy\n" + "\n".join(rows) + "\n")
+
+
+def test_a_run_still_training_is_compared_only_at_the_epochs_it_shares_with_the_reference(tmp_path, capsys):
+    reference, other = RunDir(tmp_path / "finished"), RunDir(tmp_path / "training")
+    write_history(reference, [0.50, 0.60, 0.70, 0.80])
+    write_history(other, [0.52, 0.58, 0.73])
+
+    result = compare.compare_curves(compare.validation_curve(reference.history("train")),
+                                    compare.validation_curve(other.history("train")), "training", since=2)
+    assert (result.epochs, result.last_epoch, result.ahead) == (3, 3, 2)
+    assert result.mean_difference == pytest.approx(0.01)
+    assert result.mean_difference_since == pytest.approx(0.005)
+    # The reference's 0.80 at epoch 4 lies past what the other run has reached.
+    assert (result.best, result.reference_best) == (pytest.approx(0.73), pytest.approx(0.70))
+
+    assert compare.main([str(reference.path), str(other.path), "--since", "3", "--plot", str(tmp_path / "curves.png")]) == 0
+    out = capsys.readouterr().out
+    assert "| training | 1-3 | 2/3 | +1.00 | +3.00 | 73.00 % | 70.00 % |" in out
+    assert "| 3 | 70.00 | 73.00 | +3.00 |" in out and "| 4 |" not in out
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_a_run_without_history_or_shared_epochs_is_an_error(tmp_path, capsys):
+    reference, empty = RunDir(tmp_path / "a"), RunDir(tmp_path / "b")
+    write_history(reference, [0.5])
+    assert compare.main([str(reference.path), str(empty.path)]) == 2
+    assert "no recorded train epoch" in capsys.readouterr().err
+    assert compare.compare_curves([(1, 0.5)], [(2, 0.6)], "c") is None
