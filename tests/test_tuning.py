@@ -53,6 +53,7 @@ def test_over_budget_candidates_are_rejected_without_training(tmp_path, cifar10)
     assert resolve("smoke", str(out / "best_config.yaml")).model.growth_rate == 2
     summary = (out / "summary.md").read_text()
     assert "2 scored trials, 2 rejected or failed" in summary
+    assert summary.count(" | 532 | ") == 2  # one table row per scored trial, weights in their column
     assert (out / "accuracy_vs_weights.png").read_bytes()[:4] == b"\x89PNG"
     assert any((out / "search" / "hparams").rglob("events.out.tfevents.*"))
 

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from tfdense.rundir import write_json
+    from tfdense.tables import markdown_table
 
     images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)
     rows = []
@@ -69,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[tfdense] converting {name} ({i}/{len(CANDIDATES)}) ...", file=sys.stderr, flush=True)
         rows.append(measure(name, fields, images))
     coefficients = fit(rows)
-    print("| model | weights | channels | layers | bytes | predicted (tfdense.costs) | error | refit |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        refit = r["weights"] + float(np.dot(coefficients, [r["channels"], r["layers"], 1.0]))
-        print(f"| {r['name']} | {r['weights']:,} | {r['channels']:,} | {r['layers']} | {r['bytes']:,} | {r['predicted']:,} | "
-              f"{100 * (r['predicted'] - r['bytes']) / r['bytes']:+.2f} % | {refit:,.0f} |")
+    def refit(r: dict) -> float:
+        return r["weights"] + float(np.dot(coefficients, [r["channels"], r["layers"], 1.0]))
+
+    print(markdown_table(("model", "weights", "channels", "layers", "bytes", "predicted (tfdense.costs)", "error", "refit"),
+                         [(r["name"], f"{r['weights']:,}", f"{r['channels']:,}", r["layers"], f"{r['bytes']:,}", f"{r['predicted']:,}",
+                           f"{100 * (r['predicted'] - r['bytes']) / r['bytes']:+.2f} %", f"{refit(r):,.0f}") for r in rows]))
     print(f"\nrefit: {coefficients[0]:.2f} bytes per channel, {coefficients[1]:.2f} per layer, {coefficients[2]:.0f} fixed")
     if args.out:
         write_json(Path(args.out), {"rows": rows, "refit": {"per_channel": coefficients[0], "per_layer": coefficients[1], "fixed": coefficients[2]}})

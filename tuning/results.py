@@ -22,6 +22,7 @@ import yaml
 from tfdense.costs import ModelCosts
 from tfdense.plots import trials_scatter
 from tfdense.rundir import write_atomic, write_json
+from tfdense.tables import markdown_table
 
 SCORE_KEYS = ("val_accuracy", "imt_score", "score", "weights", "macs", "int8_bytes", "epochs", "seconds")
 
@@ -88,16 +89,12 @@ def write_results(tuner, settings_dict: dict[str, Any], out: Path, objective: st
         f"{len(scored)} scored trials, {len(failed)} rejected or failed. Validation accuracy after the proxy training "
         "(fixed validation split; the test set is never used here).",
         "",
-        "| trial | val accuracy | weights | MACs | int8 bytes (predicted) | within budget | epochs | seconds | hyperparameters |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in scored:
-        hp = ", ".join(f"{k}={v}" for k, v in r["hyperparameters"].items() if not k.startswith("tuner/"))
-        fits = "; ".join(over_budget(r, budget)) or "yes"
-        lines.append(
-            f"| {r['trial_id']} | {100 * r['val_accuracy']:.2f} % | {int(r['weights']):,} | {int(r['macs']):,} | {int(r['int8_bytes']):,} | "
-            f"{fits} | {int(r.get('epochs', 0))} | {r['seconds']:.0f} | {hp} |"
-        )
+    lines.append(markdown_table(
+        ("trial", "val accuracy", "weights", "MACs", "int8 bytes (predicted)", "within budget", "epochs", "seconds", "hyperparameters"),
+        [(r["trial_id"], f"{100 * r['val_accuracy']:.2f} %", f"{int(r['weights']):,}", f"{int(r['macs']):,}", f"{int(r['int8_bytes']):,}",
+          "; ".join(over_budget(r, budget)) or "yes", int(r.get("epochs", 0)), f"{r['seconds']:.0f}",
+          ", ".join(f"{k}={v}" for k, v in r["hyperparameters"].items() if not k.startswith("tuner/"))) for r in scored]))
     if scored:
         per_epoch = [r["seconds"] / max(r.get("epochs", 1), 1) for r in scored]
         lines += ["", f"Cost per trial: median {np.median([r['seconds'] for r in scored]):.0f} s ({np.median(per_epoch):.1f} s per proxy epoch)."]
