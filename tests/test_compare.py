@@ -33,6 +33,12 @@ def test_a_run_still_training_is_compared_only_at_the_epochs_it_shares_with_the_
     assert "| 3 | 70.00 | 73.00 | +3.00 |" in out and "| 4 |" not in out
     assert (tmp_path / "curves.png").stat().st_size > 0
 
+    # A finished run's curve kept as a bare history file serves as the reference just the same.
+    kept = tmp_path / "kept.csv"
+    kept.write_text(reference.history("train").read_text())
+    assert compare.main([str(kept), str(other.path)]) == 0
+    assert "| training | 1-3 | 2/3 | +1.00 | 73.00 % | 70.00 % |" in capsys.readouterr().out
+
 
 def test_a_run_without_history_or_shared_epochs_is_an_error(tmp_path, capsys):
     reference, empty = RunDir(tmp_path / "a"), RunDir(tmp_path / "b")

@@ -7,7 +7,9 @@ recorded, so a run still training can be judged against a finished one at the sa
 schedule: epochs ahead, the mean difference over all of them and from `--since` on, and the
 best accuracy of each run up to the last epoch they share. A single epoch's figure swings by a
 few tenths of a point, so the means say more than the last row. Reads each run's
-`<stage>/history.csv` (train by default) and loads no TensorFlow, so it runs beside a training.
+`<stage>/history.csv` (train by default), or a history.csv given as a file (a finished run's
+curve kept after its run directory left git, e.g. `tuning/curves/rung1-v3.csv`), and loads no
+TensorFlow, so it runs beside a training.
 """
 
 from __future__ import annotations
@@ -52,10 +54,14 @@ def comparison_table(comparisons: list[CurveComparison], since: int) -> str:
     def points(x: float | None) -> str:
         return "" if x is None else f"{100 * x:+.2f}"
 
-    return markdown_table(("run", "shared epochs", "ahead", "mean diff", f"mean diff from epoch {since}", "best", "reference best"),
-                          [(c.run, f"1-{c.last_epoch}" if c.epochs == c.last_epoch else f"{c.epochs} (to {c.last_epoch})", f"{c.ahead}/{c.epochs}",
-                            points(c.mean_difference), points(c.mean_difference_since), f"{100 * c.best:.2f} %", f"{100 * c.reference_best:.2f} %")
-                           for c in comparisons])
+    late = since > 1  # from epoch 1 on, the late mean is the overall one
+    header = ("run", "shared epochs", "ahead", "mean diff") + ((f"mean diff from epoch {since}",) if late else ()) + ("best", "reference best")
+    rows = []
+    for c in comparisons:
+        shared = f"1-{c.last_epoch}" if c.epochs == c.last_epoch else f"{c.epochs} (to {c.last_epoch})"
+        rows.append((c.run, shared, f"{c.ahead}/{c.epochs}", points(c.mean_difference))
+                    + ((points(c.mean_difference_since),) if late else ()) + (f"{100 * c.best:.2f} %", f"{100 * c.reference_best:.2f} %"))
+    return markdown_table(header, rows)
 
 
 def epoch_table(curves: dict[str, list[tuple[int, float]]], since: int) -> str:
@@ -76,20 +82,22 @@ def epoch_table(curves: dict[str, list[tuple[int, float]]], since: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfdense.compare", description=__doc__.split("\n\n")[0].replace("`", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories; the first is the reference")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories or history.csv files; the first is the reference")
     parser.add_argument("--stage", default="train", choices=("train", "prune", "qat"), help="whose history to compare (default: train)")
     parser.add_argument("--since", type=int, default=1, metavar="EPOCH", help="also average from this epoch on, and list each epoch from it")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="also draw every run's curve")
     args = parser.parse_args(argv)
     if len(args.runs) < 2:
         parser.error("give a reference run and at least one run to compare with it")
-    # Runs are labelled by folder name where those tell them apart, as tuning/runs/* do.
-    labels = [Path(run).name for run in args.runs] if len({Path(run).name for run in args.runs}) == len(args.runs) else args.runs
+    # Runs are labelled by folder (or file) name where those tell them apart, as tuning/runs/* do.
+    names = [Path(run).stem if Path(run).is_file() else Path(run).name for run in args.runs]
+    labels = names if len(set(names)) == len(names) else args.runs
     curves = {}
     for run, label in zip(args.runs, labels):
-        curve = validation_curve(RunDir(run).history(args.stage))
+        history = Path(run) if Path(run).is_file() else RunDir(run).history(args.stage)
+        curve = validation_curve(history)
         if not curve:
-            print(f"error: {run} has no recorded {args.stage} epoch ({RunDir(run).history(args.stage)})", file=sys.stderr)
+            print(f"error: {run} has no recorded {args.stage} epoch ({history})", file=sys.stderr)
             return 2
         curves[label] = curve
     reference = curves[labels[0]]
