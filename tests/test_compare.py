@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tfdense import compare
-from tfdense.rundir import RunDir
+from tfdense.rundir import RunDir, validation_curve
 
 
 def write_history(run: RunDir, accuracies: list[float]) -> None:
@@ -19,8 +19,7 @@ def test_a_run_still_training_is_compared_only_at_the_epochs_it_shares_with_the_
     write_history(reference, [0.50, 0.60, 0.70, 0.80])
     write_history(other, [0.52, 0.58, 0.73])
 
-    result = compare.compare_curves(compare.validation_curve(reference.history("train")),
-                                    compare.validation_curve(other.history("train")), "training", since=2)
+    result = compare.compare_curves(validation_curve(reference.history("train")), validation_curve(other.history("train")), "training", since=2)
     assert (result.epochs, result.last_epoch, result.ahead) == (3, 3, 2)
     assert result.mean_difference == pytest.approx(0.01)
     assert result.mean_difference_since == pytest.approx(0.005)

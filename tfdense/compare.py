@@ -89,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if len(args.runs) < 2:
         parser.error("give a reference run and at least one run to compare with it")
+    histories = [Path(run) if Path(run).is_file() else RunDir(run).history(args.stage) for run in args.runs]
     # Runs are labelled by folder (or file) name where those tell them apart, as tuning/runs/* do.
-    names = [Path(run).stem if Path(run).is_file() else Path(run).name for run in args.runs]
+    names = [history.stem if history == Path(run) else Path(run).name for run, history in zip(args.runs, histories)]
     labels = names if len(set(names)) == len(names) else args.runs
     curves = {}
-    for run, label in zip(args.runs, labels):
-        history = Path(run) if Path(run).is_file() else RunDir(run).history(args.stage)
+    for run, label, history in zip(args.runs, labels, histories):
         curve = validation_curve(history)
         if not curve:
             print(f"error: {run} has no recorded {args.stage} epoch ({history})", file=sys.stderr)
