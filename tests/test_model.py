@@ -46,6 +46,30 @@ def test_counts_match_a_hand_calculation():
     assert costs.params == build_densenet(TINY).count_params()
 
 
+def test_plain_teacher_counts_match_a_hand_calculation_and_pools_in_every_block():
+    # airbench's shape: 2x2 stem 3->24 without padding (31x31); per block a conv at the block's
+    # input resolution, a 2x2 max pool (31 -> 15 -> 7 -> 3), a second conv after it.
+    config = DenseNetConfig(name="teacher", family="plain", stem_filters=24, stem_kernel=2, stem_padding="valid", stem_pool=False,
+                            block_layers=(2, 2, 2), widths=(64, 256, 256))
+    model = build_densenet(config)
+    convs = [(12 * 24, 31 * 31), (9 * 24 * 64, 31 * 31), (9 * 64 * 64, 15 * 15), (9 * 64 * 256, 15 * 15),
+             (9 * 256 * 256, 7 * 7), (9 * 256 * 256, 7 * 7), (9 * 256 * 256, 3 * 3)]
+    costs = model_costs(model)
+    assert costs.weights == sum(w for w, _ in convs) + 2560
+    assert costs.macs == sum(w * p for w, p in convs) + 2560 == 118_147_360
+    assert model.get_layer("conv4_pool").output_shape == (None, 3, 3, 256) and model.get_layer("max_pool").output_shape == (None, 256)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"family": "plain", "block_layers": (2, 2), "widths": (64,)}, "model.widths must give a width"),
+    ({"widths": (64, 128)}, "model.widths is for family=plain only"),
+    ({"family": "resnet"}, "model.family must be one of densenet, plain"),
+])
+def test_plain_family_refuses_widths_that_do_not_fit(fields, message):
+    with pytest.raises(ValueError, match=message):
+        DenseNetConfig(**fields)
+
+
 def test_grouped_and_strided_variants_count_fewer_weights():
     base = model_costs(build_densenet(TINY))
     grouped = model_costs(build_densenet(dataclasses.replace(TINY, groups=2)))

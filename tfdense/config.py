@@ -27,6 +27,7 @@ def _require(ok: bool, name: str, rule: str, value: Any) -> None:
 
 
 TRANSITION_POOLS = ("max", "conv", "max_first")
+FAMILIES = ("densenet", "plain")
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,18 @@ class DenseNetConfig:
 
     section: ClassVar[str] = "model"
     name: str = "densenet"
+    # "densenet": the dense blocks below. "plain": a wide airbench-shaped teacher, not for
+    # shipping: per block `block_layers[b]` Conv -> BN -> ReLU of width `widths[b]`, the first
+    # followed by a 2x2 max pool, then a global max pool (`tfdense.model.build_plain`).
+    family: str = "densenet"
+    widths: tuple[int, ...] = ()  # plain only: the conv width of each block
     stem_filters: int = 24
     stem_kernel: int = 3
     stem_stride: int = 1
     stem_pool: bool = True  # 2x2 max pool after the stem: 4x fewer MACs in the first block
+    # "valid": the stem's map shrinks by stem_kernel - 1 (airbench's 2x2 stem: 31x31), which
+    # cut the plain teacher's MACs from 146.6M to 118.1M (tfdense.costs).
+    stem_padding: str = "same"
     block_layers: tuple[int, ...] = (4, 6, 8)
     growth_rate: int = 16
     bottleneck: int = 32  # width of the 1x1 conv before each 3x3; 0 = no bottleneck
@@ -60,6 +69,13 @@ class DenseNetConfig:
 
     def __post_init__(self) -> None:
         s = self.section
+        _require(self.stem_padding in ("same", "valid"), f"{s}.stem_padding", "must be 'same' or 'valid'", self.stem_padding)
+        _require(self.family in FAMILIES, f"{s}.family", f"must be one of {', '.join(FAMILIES)}", self.family)
+        if self.family == "plain":
+            _require(len(self.widths) == len(self.block_layers) and all(w >= 1 for w in self.widths), f"{s}.widths",
+                     "must give a width >= 1 for each of model.block_layers with family=plain", self.widths)
+        else:
+            _require(not self.widths, f"{s}.widths", "is for family=plain only", self.widths)
         _require(0 < self.bn_momentum < 1, f"{s}.bn_momentum", "must be in (0, 1)", self.bn_momentum)
         _require(self.stem_init in ("he_normal", "whiten"), f"{s}.stem_init", "must be 'he_normal' or 'whiten'", self.stem_init)
         if self.stem_init == "whiten":
@@ -72,10 +88,11 @@ class DenseNetConfig:
         _require(self.bottleneck >= 0, f"{s}.bottleneck", "must be >= 0 (0 = none)", self.bottleneck)
         _require(len(self.block_layers) >= 1, f"{s}.block_layers", "needs at least one block", self.block_layers)
         _require(all(n >= 1 for n in self.block_layers), f"{s}.block_layers", "entries must be >= 1", self.block_layers)
-        # Every transition halves the map; the stem may already have quartered it.
+        # Every transition (every plain block) halves the map; the stem may already have quartered it.
         side = 32 // self.stem_stride // (2 if self.stem_pool else 1)
+        halvings = len(self.block_layers) - (0 if self.family == "plain" else 1)
         _require(
-            side >> (len(self.block_layers) - 1) >= 1,
+            side >> halvings >= 1,
             f"{s}.block_layers",
             f"has too many blocks for a {side}x{side} map after the stem",
             self.block_layers,

@@ -25,13 +25,13 @@ from tfdense.data import NUM_CLASSES
 PIXEL_SCALE = 1.0 / 255.0
 
 
-def conv_block(x, filters: int, kernel_size: int, name: str, strides: int = 1, groups: int = 1, bn_momentum: float = 0.9):
+def conv_block(x, filters: int, kernel_size: int, name: str, strides: int = 1, groups: int = 1, bn_momentum: float = 0.9, padding: str = "same"):
     """Conv -> BN -> ReLU, the unit TF-MOT folds into one quantized convolution."""
     x = layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
-        padding="same",
+        padding=padding,
         groups=groups,
         use_bias=False,
         kernel_initializer="he_normal",
@@ -75,14 +75,43 @@ def _groups_for(channels_in: int, channels_out: int, groups: int) -> int:
     return groups if channels_in % groups == 0 and channels_out % groups == 0 else 1
 
 
-def build_densenet(config: DenseNetConfig) -> keras.Model:
-    """Builds the DenseNet described by `config`; input is raw uint8-range RGB, output softmax."""
+def _stem(config: DenseNetConfig):
     inputs = keras.Input(shape=(32, 32, 3), name="pixels")
     x = layers.Rescaling(PIXEL_SCALE, name="normalize")(inputs)
-    momentum = config.bn_momentum
-    x = conv_block(x, config.stem_filters, config.stem_kernel, name="stem", strides=config.stem_stride, bn_momentum=momentum)
+    x = conv_block(x, config.stem_filters, config.stem_kernel, name="stem", strides=config.stem_stride,
+                   bn_momentum=config.bn_momentum, padding=config.stem_padding)
     if config.stem_pool:
         x = layers.MaxPooling2D(2, strides=2, name="stem_pool")(x)
+    return inputs, x
+
+
+def plain_block(x, num_layers: int, width: int, name: str, bn_momentum: float = 0.9):
+    """airbench's block: Conv -> 2x2 max pool -> BN -> ReLU, then Conv -> BN -> ReLU (num_layers convs in all)."""
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=name + "_1_conv")(x)
+    x = layers.MaxPooling2D(2, strides=2, name=name + "_pool")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1.001e-5, name=name + "_1_bn")(x)
+    x = layers.ReLU(name=name + "_1_relu")(x)
+    for i in range(2, num_layers + 1):
+        x = conv_block(x, width, 3, name=f"{name}_{i}", bn_momentum=bn_momentum)
+    return x
+
+
+def build_plain(config: DenseNetConfig) -> keras.Model:
+    """The wide plain teacher of `family="plain"`: stem, pooled blocks, global max pool, softmax."""
+    inputs, x = _stem(config)
+    for b, (num_layers, width) in enumerate(zip(config.block_layers, config.widths)):
+        x = plain_block(x, num_layers, width, name=f"conv{b + 2}", bn_momentum=config.bn_momentum)
+    x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=config.name)
+
+
+def build_densenet(config: DenseNetConfig) -> keras.Model:
+    """Builds the DenseNet described by `config`; input is raw uint8-range RGB, output softmax."""
+    if config.family == "plain":
+        return build_plain(config)
+    inputs, x = _stem(config)
+    momentum = config.bn_momentum
     for b, num_layers in enumerate(config.block_layers):
         x = dense_block(
             x, num_layers, config.growth_rate, config.bottleneck, config.groups, name=f"conv{b + 2}", bn_momentum=momentum
