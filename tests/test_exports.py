@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,7 +12,8 @@ from conftest import REPO
 from tfdense.litert import TFLiteClassifier
 
 EXPORTS = REPO / "exports"
-REGISTRY = json.loads((EXPORTS / "metrics.json").read_text()) if (EXPORTS / "metrics.json").exists() else {}
+# No fallback: without metrics.json, collecting this module fails instead of testing nothing.
+REGISTRY = json.loads((EXPORTS / "metrics.json").read_text())
 
 
 def test_every_shipped_tflite_is_in_the_registry_and_back():
@@ -27,3 +29,32 @@ def test_shipped_model_has_its_recorded_bytes_and_accuracy(name, cifar10):
     assert path.stat().st_size == REGISTRY[name]["tflite_bytes"]
     accuracy = float(np.mean(TFLiteClassifier(path).scores(x_test).argmax(axis=1) == y_test))
     assert accuracy == pytest.approx(REGISTRY[name]["test_accuracy"], abs=0.001)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_shipped_model_has_its_recorded_arena_ram_and_ethos_u_figures(name):
+    from tfdense.device import device_figures
+
+    figures = device_figures((EXPORTS / name).read_bytes())
+    assert REGISTRY[name]["arena_bytes"] == figures.arena_bytes and REGISTRY[name]["arena_peak_op"] == figures.arena_peak_op
+    assert REGISTRY[name]["npu"] == {a: dataclasses.asdict(f) for a, f in figures.npu.items()}
+    assert all(f.all_on_npu for f in figures.npu.values()) and len(figures.npu) == 2
+
+
+def test_readme_results_table_is_the_one_generated_from_metrics_json():
+    from tfdense.ship import results_table
+
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("<!-- results: python -m tfdense.ship --table")
+    shown = readme[readme.index("\n", start) + 1 : readme.index("<!-- /results -->")].strip()
+    assert shown == results_table(EXPORTS)
+
+
+def test_peer_figures_beside_the_shipped_ones_are_the_packaged_peers_own():
+    from tfdense.device import plan_arena
+    from tfdense.peers import peer_files
+
+    peers = json.loads((EXPORTS / "peers.json").read_text())
+    for path in peer_files("mlperf-tiny"):
+        assert peers[path.name]["tflite_bytes"] == path.stat().st_size
+        assert peers[path.name]["arena_bytes"] == plan_arena(path.read_bytes()).arena_bytes

@@ -163,6 +163,12 @@ def test_evaluate_stage_measures_the_deployed_model_on_the_test_set(run_dir, dat
     assert metrics.deployed.tflite_bytes == run_dir.export_file("model_int8.tflite").stat().st_size
     assert metrics.keras_weights == metrics.deployed.weights
     assert set(metrics.models) == {p.name for p in run_dir.tflite_files()}
+    # RAM beside flash: the arena plan of the deployed file, and Vela's compile for both NPUs.
+    from tfdense.device import ACCELERATORS, plan_arena
+
+    assert metrics.deployed.arena_bytes == plan_arena(run_dir.export_file("model_int8.tflite").read_bytes()).arena_bytes > 3072
+    assert set(metrics.deployed.npu) == set(ACCELERATORS) and all(f["cpu_ops"] == 0 for f in metrics.deployed.npu.values())
+    assert metrics.models["model_float.tflite"].npu == {}  # Vela compiles int8 only
 
 
 def test_ship_publishes_the_run_with_figures_measured_on_the_test_set(tmp_path, run_dir, exported, cifar10):
@@ -177,6 +183,7 @@ def test_ship_publishes_the_run_with_figures_measured_on_the_test_set(tmp_path, 
     registry = json.loads((tmp_path / "metrics.json").read_text())
     assert set(registry) == {"old_int8.tflite", "tiny_int8.tflite", "tiny_uint8.tflite"}
     assert registry["old_int8.tflite"]["test_accuracy"] == 0.5 and registry["old_int8.tflite"]["latency_ms"] > 0
+    assert registry["old_int8.tflite"]["arena_bytes"] == registry["tiny_int8.tflite"]["arena_bytes"] > 0  # re-measured: the same file
     assert all(r["peer_latency_ms"] == registry["tiny_int8.tflite"]["peer_latency_ms"] for r in registry.values())
     figures = registry["tiny_int8.tflite"]
     assert figures["tflite_bytes"] == (tmp_path / "tiny_int8.tflite").stat().st_size
@@ -185,6 +192,7 @@ def test_ship_publishes_the_run_with_figures_measured_on_the_test_set(tmp_path, 
     assert figures["training_seconds"] > 0 and set(figures["peer_latency_ms"]) == {"pretrainedResnet_quant.tflite", "pretrainedResnet_large_int8.tflite"}
     assert "tiny_int8[] = {" in (tmp_path / "tiny_int8.cc").read_text().replace("\n", " ")
     assert (tmp_path / "tiny_int8_float.h5").exists() and (tmp_path / "accuracy_vs_bytes.png").stat().st_size > 10_000
+    assert (tmp_path / "accuracy_vs_arena.png").stat().st_size > 10_000 and figures["npu"]["ethos-u55-128"]["sram_bytes"] > 0
     shipped = (tmp_path / "tiny_int8.yaml").read_text()
     assert shipped.startswith("# Reproduces tiny_int8.tflite") and "growth_rate: 4" in shipped
 

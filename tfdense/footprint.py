@@ -1,8 +1,15 @@
-"""Where the bytes of a .tflite file go, and how to drop the ones a device does not need.
+"""Where the bytes of a .tflite file go, how to drop the ones a device does not need, and its RAM.
 
     python -m tfdense.footprint MODEL.tflite [MODEL.tflite ...] [--strip OUT.tflite]
+    python -m tfdense.footprint --device exports/*int8*.tflite
 
-`breakdown(content)` parses the FlatBuffer (TensorFlow's own generated schema) and assigns
+`--device` prints, for each int8 file and the MLPerf Tiny peers, flash (the file's bytes) and its
+gzip, the tensor arena's activation RAM as TensorFlow Lite Micro's greedy planner would lay it
+out (and the operator at the peak), and Arm Vela's compile for an Ethos-U55-128 and an
+Ethos-U65-256 at Vela's default system configs: SRAM, off-chip memory, operators left on the CPU,
+estimated inference time (`tfdense.device`).
+
+`breakdown(content)` parses the FlatBuffer (LiteRT's generated schema: no TensorFlow import) and assigns
 every byte to one part: conv/dense weights, biases, other constant buffers, quantization
 parameters (scales, zero points, min/max), tensor names and other strings, signatures, metadata,
 and the FlatBuffer structure itself (tables, vtables, offsets, padding: the remainder).
@@ -18,13 +25,16 @@ bit-identical outputs (`tfdense.stages.export` checks it).
 from __future__ import annotations
 
 import argparse
+import gzip
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from tensorflow.lite.python import schema_py_generated as schema
-from tensorflow.lite.tools import flatbuffer_utils
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.tools import flatbuffer_utils
+
+from tfdense.tables import markdown_table
 
 # Builtin op codes whose input 1 is a filter and input 2 a bias.
 _FILTER_OPS = {schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D, schema.BuiltinOperator.FULLY_CONNECTED}
@@ -119,7 +129,7 @@ def strip(content: bytes) -> bytes:
             if q is not None and q.scale is not None and len(q.scale):
                 q.min = None
                 q.max = None
-    return flatbuffer_utils.convert_object_to_bytearray(model)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def format_breakdown(named: list[tuple[str, Breakdown]]) -> str:
@@ -136,11 +146,56 @@ def format_breakdown(named: list[tuple[str, Breakdown]]) -> str:
     return "\n".join(lines)
 
 
+def device_table(named: list[tuple[str, bytes]]) -> str:
+    """Flash, gzip, arena RAM and Vela's figures of each (name, int8 .tflite content), one row each."""
+    from tfdense.device import ACCELERATORS, device_figures
+
+    header = ["model", "flash bytes", "gzip bytes", "arena RAM bytes", "arena peak at"]
+    for a in ACCELERATORS:
+        header += [f"{a} SRAM bytes", f"{a} off-chip bytes", f"{a} ms (Vela)"]
+    header.append("ops on CPU")
+    rows = []
+    for name, content in named:
+        figures = device_figures(content)
+        row = [name, f"{len(content):,}", f"{len(gzip.compress(content, compresslevel=9, mtime=0)):,}", f"{figures.arena_bytes:,}", figures.arena_peak_op]
+        for a in ACCELERATORS:
+            npu = figures.npu[a]
+            row += [f"{npu.sram_bytes:,}", f"{npu.offchip_bytes:,} ({npu.offchip_area})", f"{npu.inference_ms:.3f}"]
+        row.append(", ".join(f"{a}: {figures.npu[a].cpu_ops}" for a in ACCELERATORS if figures.npu[a].cpu_ops) or "none")
+        rows.append(row)
+    return markdown_table(header, rows)
+
+
+def _device_main(paths: list[str]) -> int:
+    from tfdense.device import DeviceError, check_int8_classifier
+    from tfdense.peers import peer_files
+
+    named = []
+    for path in paths:
+        try:
+            content = Path(path).read_bytes()
+            check_int8_classifier(content)
+        except (OSError, DeviceError) as e:
+            print(f"error: {path}: {e.strerror if isinstance(e, OSError) else e}", file=sys.stderr)
+            return 2
+        named.append((Path(path).name, content))
+    given = {Path(p).resolve() for p in paths}
+    named += [(f"{p.name} (MLPerf Tiny)", p.read_bytes()) for p in peer_files("mlperf-tiny") if p.resolve() not in given]
+    print(device_table(named))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfdense.footprint", description="Where the bytes of .tflite files go.")
+    parser = argparse.ArgumentParser(prog="python -m tfdense.footprint", description="Where the bytes of .tflite files go, and the RAM they need.")
     parser.add_argument("models", nargs="+", help=".tflite files")
     parser.add_argument("--strip", metavar="OUT", help="write the first model, stripped of names and min/max, to OUT")
+    parser.add_argument("--device", action="store_true",
+                        help="instead: flash, gzip, arena RAM and Ethos-U (Vela) figures of each int8 model beside the MLPerf Tiny peers")
     args = parser.parse_args(argv)
+    if args.device:
+        if args.strip:
+            parser.error("--strip and --device are separate reports")
+        return _device_main(args.models)
     named = []
     for path in args.models:
         try:

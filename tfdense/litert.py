@@ -9,6 +9,7 @@ confusion matrix, median latency, bytes, scores.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import sys
 import time
@@ -23,6 +24,7 @@ import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
 from tf_keras.utils import Progbar
 
 from tfdense.data import CLASS_NAMES, NUM_CLASSES
+from tfdense.device import device_figures
 from tfdense.metrics import ModelMetrics
 from tfdense.scores import imt_score, micronet_score
 
@@ -215,7 +217,8 @@ def graph_stats(model: str | Path | bytes) -> GraphStats:
 def evaluate_tflite(
     path: str | Path | bytes, x_test: np.ndarray, y_test: np.ndarray, threads: int = 1, latency_images: int = 300, structured_fraction: float = 0.0
 ) -> tuple[ModelMetrics, np.ndarray]:
-    """One model on the test images: its `ModelMetrics` and its top-1 predictions.
+    """One model on the test images: its `ModelMetrics` (with its arena RAM and Vela figures,
+    `tfdense.device`) and its top-1 predictions.
 
     Raises ModelError for a file that is not a usable classifier. `structured_fraction` is
     the IMT score's p_s (channels removed by structured pruning); p_u is read from the file.
@@ -228,6 +231,7 @@ def evaluate_tflite(
     stats = graph_stats(model.content)
     q_a = 8 if np.dtype(model.input["dtype"]).itemsize == 1 else 32
     p_u = 1 - stats.nonzero_weights / max(stats.weights, 1)
+    device = device_figures(model.content)
     metrics = ModelMetrics(
         model=str(model.path),
         test_accuracy=float(np.mean(predictions == y_test)),
@@ -245,6 +249,9 @@ def evaluate_tflite(
         input_dtype=np.dtype(model.input["dtype"]).name,
         input_quantization=[float(v) for v in model.input["quantization"]],
         ops=list(stats.ops),
+        arena_bytes=device.arena_bytes,
+        arena_peak_op=device.arena_peak_op,
+        npu={name: dataclasses.asdict(figures) for name, figures in device.npu.items()},
         per_class_accuracy={name: float(a) for name, a in zip(CLASS_NAMES, per_class)},
         confusion_matrix=confusion.tolist(),
     )

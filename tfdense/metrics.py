@@ -3,6 +3,7 @@
 - `weights`: conv and dense kernel entries (what pruning and the IMT score count), everywhere.
 - `params`: all parameters (weights, biases, BatchNorm); only where it means that.
 - `nonzero_weights`, `sparsity` (zero fraction of `weights`), `macs` (for one 32x32 image).
+- `arena_bytes`: activation RAM of the tensor arena (flash is `tflite_bytes`).
 - `val_accuracy` on the fixed validation split; `test_accuracy` only from the evaluate stage.
 
 Each dataclass is written as its stage's `metrics.json` by the run directory and read back
@@ -105,6 +106,11 @@ class ModelMetrics(_Metrics):
     input_dtype: str
     input_quantization: list[float]
     ops: list[str]
+    # Peak activation RAM of TFLM's greedy arena plan, and the operator at the peak (tfdense.device).
+    arena_bytes: int = 0
+    arena_peak_op: str = ""
+    # Vela's compile for each Ethos-U NPU (`tfdense.device.VelaFigures` fields); empty for float files.
+    npu: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_class_accuracy: dict[str, float] = field(default_factory=dict)
     confusion_matrix: list[list[int]] = field(default_factory=list)
 

@@ -31,6 +31,7 @@ def accuracy_scatter(points: list[dict[str, Any]], key: str, xlabel: str, path: 
     if key == "tflite_bytes":
         ax.axvline(64 * 1024, color="tab:orange", linestyle=":", linewidth=1, label="64 KiB")
     ax.set_xscale("log")
+    ax.margins(x=0.25)  # room for the labels of the points furthest right
     ax.set_xlabel(xlabel)
     ax.set_ylabel("CIFAR-10 test accuracy (%, LiteRT)")
     ax.grid(True, which="both", alpha=0.3)
