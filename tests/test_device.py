@@ -156,7 +156,12 @@ def test_footprint_device_prints_ours_beside_the_peers_and_refuses_a_float_model
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ours.tflite") or "(MLPerf Tiny)" in line]
     assert len(rows) == 3 and "| 49,152 |" in rows[0]  # ResNet-8: three 32x32x16 maps of its first residual block
-    floats = tmp_path / "float.tflite"
-    floats.write_bytes(tflite_graph({"in": IMAGE, "out": SCORES}, [("RESHAPE", ["in"], ["out"])], dtype=schema.TensorType.FLOAT32))
-    result = run_cli("tfdense.footprint", "--device", str(floats), timeout=300)
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "int8" in result.stderr
+    bad = {
+        "float.tflite": (tflite_graph({"in": IMAGE, "out": SCORES}, [("RESHAPE", ["in"], ["out"])], dtype=schema.TensorType.FLOAT32), "Vela compiles int8 only"),
+        "mnist.tflite": (tflite_graph({"in": (1, 28, 28, 1), "out": SCORES}, [("RESHAPE", ["in"], ["out"])]), "expected (1, 32, 32, 3)"),
+        "text.tflite": (b"not a model at all", "not a TFLite model"),
+    }
+    for name, (content, message) in bad.items():
+        (tmp_path / name).write_bytes(content)
+        result = run_cli("tfdense.footprint", "--device", str(tmp_path / name), timeout=300)
+        assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and message in result.stderr, (name, result.stderr)
