@@ -70,6 +70,22 @@ def test_plain_family_refuses_widths_that_do_not_fit(fields, message):
         DenseNetConfig(**fields)
 
 
+def test_depthwise_dense_layer_counts_match_a_hand_calculation():
+    # stem 3x3x3->8 at 32x32, pool -> 16x16; one layer: 1x1 8->8, depthwise 3x3 over 8, 1x1 8->4; concat 12; dense 12->10.
+    config = DenseNetConfig(name="dw", stem_filters=8, block_layers=(1,), growth_rate=4, bottleneck=8, depthwise=True)
+    model = build_densenet(config)
+    assert isinstance(model.get_layer("conv2_block1_2_dwconv"), keras.layers.DepthwiseConv2D)
+    costs = model_costs(model)
+    assert costs.weights == 216 + 64 + 72 + 32 + 120
+    assert costs.macs == 216 * 1024 + (64 + 72 + 32) * 256 + 120
+    # Each depthwise channel has its own bias, scale and zero point in the int8 file, like a conv's.
+    from tfdense.costs import int8_size_features
+
+    assert int8_size_features(model) == (costs.weights, 8 + 8 + 8 + 4 + 10, len(model.layers))
+    with pytest.raises(ValueError, match="model.groups must be 1 with model.depthwise"):
+        dataclasses.replace(config, groups=2)
+
+
 def test_grouped_and_strided_variants_count_fewer_weights():
     base = model_costs(build_densenet(TINY))
     grouped = model_costs(build_densenet(dataclasses.replace(TINY, groups=2)))

@@ -58,6 +58,10 @@ class DenseNetConfig:
     # Groups of the 3x3 convs (falls back to 1 where widths don't divide). Measured: TensorFlow
     # trains grouped convs ~6.5x slower on CPU than the same model ungrouped (README, Speed).
     groups: int = 1
+    # Each dense layer's new maps from a depthwise kernel_size conv over the bottleneck, then a
+    # 1x1 conv to growth_rate (tfdense.model.dense_layer), instead of one kernel_size conv.
+    depthwise: bool = False
+    kernel_size: int = 3  # of the dense layers' spatial conv (odd)
     dropout: float = 0.0  # before the classifier
     # Moving-average momentum of every BatchNorm's statistics: at 0.9 they average ~10 batches,
     # so validation accuracy can swing between epochs while the weights still move fast.
@@ -84,6 +88,8 @@ class DenseNetConfig:
                      f"must be even and <= {2 * patch} with stem_init=whiten (both signs of each of the {patch} patch directions)", self.stem_filters)
         for f in ("stem_filters", "stem_kernel", "stem_stride", "growth_rate", "groups"):
             _require(getattr(self, f) >= 1, f"{s}.{f}", "must be >= 1", getattr(self, f))
+        _require(self.kernel_size % 2 == 1, f"{s}.kernel_size", "must be odd (3, 5, 7)", self.kernel_size)
+        _require(not (self.depthwise and self.groups > 1), f"{s}.groups", "must be 1 with model.depthwise (a depthwise conv is fully grouped)", self.groups)
         _require(self.stem_stride <= 2, f"{s}.stem_stride", "must be 1 or 2", self.stem_stride)
         _require(self.bottleneck >= 0, f"{s}.bottleneck", "must be >= 0 (0 = none)", self.bottleneck)
         _require(len(self.block_layers) >= 1, f"{s}.block_layers", "needs at least one block", self.block_layers)

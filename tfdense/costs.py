@@ -102,9 +102,15 @@ INT8_BYTES_FIXED = 1098
 
 
 def int8_size_features(model: keras.Model) -> tuple[int, int, int]:
-    """What the file size is predicted from: (weights, conv/dense output channels, Keras layers)."""
+    """What the file size is predicted from: (weights, conv/dense output channels, Keras layers).
+
+    A depthwise kernel `(k, k, channels, multiplier)` has channels x multiplier outputs, each
+    with its own bias, scale and zero point, like a conv's output channel.
+    """
     values = list(kernels(model).values())
-    return sum(int(v.size) for v in values), sum(int(v.shape[-1]) for v in values), len(model.layers)
+    depthwise = {w.name for w in model.layers if isinstance(_unwrap(w), layers.DepthwiseConv2D)}
+    channels = sum(int(np.prod(v.shape[-2:])) if name in depthwise else int(v.shape[-1]) for name, v in kernels(model).items())
+    return sum(int(v.size) for v in values), channels, len(model.layers)
 
 
 def predicted_int8_bytes(model: keras.Model) -> int:

@@ -41,19 +41,39 @@ def conv_block(x, filters: int, kernel_size: int, name: str, strides: int = 1, g
     return layers.ReLU(name=name + "_relu")(x)
 
 
-def dense_layer(x, growth_rate: int, bottleneck: int, groups: int, name: str, bn_momentum: float = 0.9):
-    """One DenseNet layer: optional 1x1 bottleneck, a 3x3 conv of `growth_rate` maps, concat."""
+def depthwise_block(x, kernel_size: int, name: str, dilation: int = 1, bn_momentum: float = 0.9):
+    """DepthwiseConv -> BN -> ReLU: a kxk filter per channel, which TF-MOT folds like a conv."""
+    x = layers.DepthwiseConv2D(kernel_size, padding="same", dilation_rate=dilation, use_bias=False,
+                               depthwise_initializer="he_normal", name=name + "_dwconv")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1.001e-5, name=name + "_bn")(x)
+    return layers.ReLU(name=name + "_relu")(x)
+
+
+def dense_layer(x, growth_rate: int, bottleneck: int, groups: int, name: str, bn_momentum: float = 0.9,
+                depthwise: bool = False, kernel_size: int = 3):
+    """One DenseNet layer: optional 1x1 bottleneck, `growth_rate` new maps, concat.
+
+    The new maps come from a kxk conv, or with `depthwise` from a kxk depthwise conv over the
+    bottleneck followed by a 1x1 conv to `growth_rate` (MobileNet's separable pair): a wide
+    bottleneck then costs 1x1 weights, not kxk ones.
+    """
     y = x
     if bottleneck:
         y = conv_block(y, bottleneck, 1, name=name + "_1", bn_momentum=bn_momentum)
-    groups = _groups_for(y.shape[-1], growth_rate, groups)
-    y = conv_block(y, growth_rate, 3, name=name + "_2", groups=groups, bn_momentum=bn_momentum)
+    if depthwise:
+        y = depthwise_block(y, kernel_size, name=name + "_2", bn_momentum=bn_momentum)
+        y = conv_block(y, growth_rate, 1, name=name + "_3", bn_momentum=bn_momentum)
+    else:
+        groups = _groups_for(y.shape[-1], growth_rate, groups)
+        y = conv_block(y, growth_rate, kernel_size, name=name + "_2", groups=groups, bn_momentum=bn_momentum)
     return layers.Concatenate(name=name + "_concat")([x, y])
 
 
-def dense_block(x, num_layers: int, growth_rate: int, bottleneck: int, groups: int, name: str, bn_momentum: float = 0.9):
+def dense_block(x, num_layers: int, growth_rate: int, bottleneck: int, groups: int, name: str, bn_momentum: float = 0.9,
+                depthwise: bool = False, kernel_size: int = 3):
     for i in range(num_layers):
-        x = dense_layer(x, growth_rate, bottleneck, groups, name=f"{name}_block{i + 1}", bn_momentum=bn_momentum)
+        x = dense_layer(x, growth_rate, bottleneck, groups, name=f"{name}_block{i + 1}", bn_momentum=bn_momentum,
+                        depthwise=depthwise, kernel_size=kernel_size)
     return x
 
 
@@ -113,9 +133,8 @@ def build_densenet(config: DenseNetConfig) -> keras.Model:
     inputs, x = _stem(config)
     momentum = config.bn_momentum
     for b, num_layers in enumerate(config.block_layers):
-        x = dense_block(
-            x, num_layers, config.growth_rate, config.bottleneck, config.groups, name=f"conv{b + 2}", bn_momentum=momentum
-        )
+        x = dense_block(x, num_layers, config.growth_rate, config.bottleneck, config.groups, name=f"conv{b + 2}",
+                        bn_momentum=momentum, depthwise=config.depthwise, kernel_size=config.kernel_size)
         if b < len(config.block_layers) - 1:
             x = transition_block(x, config.compression, config.transition_pool, name=f"pool{b + 2}", bn_momentum=momentum)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)

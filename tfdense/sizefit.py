@@ -1,6 +1,6 @@
 """`python -m tfdense.sizefit [--out FILE]`: measure the int8 file-size predictor against real conversions.
 
-Builds eight DenseNets of 1k-173k weights (the presets' and the search's shapes), gives their
+Builds nine DenseNets of 1k-173k weights (the presets' and the search's shapes, one with depthwise layers), gives their
 BatchNorms trained-looking statistics (they fold into distinct biases, which the converter
 cannot share), applies QAT with activation ranges calibrated on images (distinct ranges make
 each concatenation need a requantize op, as after real QAT), converts and strips each one as
@@ -26,6 +26,8 @@ CANDIDATES = {
     "thin-5-4-2": dict(stem_filters=32, block_layers=(5, 4, 2), growth_rate=8, bottleneck=0, compression=0.5),
     "smoke": dict(stem_filters=8, block_layers=(1, 1), growth_rate=4, bottleneck=8),
     "wide-6-6": dict(stem_filters=24, block_layers=(6, 6), growth_rate=20, bottleneck=48, compression=0.5),
+    "depthwise-32x32": dict(stem_filters=32, stem_pool=False, block_layers=(2, 2, 2), growth_rate=24, bottleneck=64, compression=0.5,
+                            depthwise=True, transition_pool="max_first"),
 }
 
 
