@@ -69,6 +69,20 @@ def test_byte_budget_rejects_on_the_predicted_int8_size():
     ]
 
 
+def test_ninety_space_builds_depthwise_densenets_that_keep_32x32_and_a_whitened_stem():
+    import keras_tuner as kt
+
+    from tfdense.config import PRESETS
+    from tuning.space import PROFILES, costs_of, declare, to_config
+
+    hp = kt.HyperParameters()
+    declare(hp, "ninety")
+    model = to_config(hp, PRESETS["full"]).model  # every hyperparameter at its default
+    assert model.depthwise and not model.stem_pool and model.stem_stride == 1
+    assert model.stem_init == "whiten" and model.transition_pool == "max_first" and len(model.block_layers) == 3
+    assert PROFILES["ninety"].violations(costs_of(model)) == []
+
+
 def test_winner_is_the_best_trial_within_the_budget_even_if_a_bigger_one_scored_higher():
     from tuning.results import best_record
     from tuning.space import Budget

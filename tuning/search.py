@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tfdense.config import PRESETS, ConfigError, resolve
 
-PROFILE_NAMES = ("rung1", "64k")
+PROFILE_NAMES = ("rung1", "64k", "ninety")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tuner", choices=("hyperband", "bayesian", "random"), default="bayesian", help="search algorithm (default: bayesian)")
     parser.add_argument("--out", required=True, help="search folder: keras-tuner state, trial logs, results")
     parser.add_argument("--profile", choices=PROFILE_NAMES, default="rung1",
-                        help="budget profile: rung1 = 70,000 weights / 12.5M MACs / 98,496 predicted int8 bytes, 64k = 45,000 / 12.5M / 65,536 predicted int8 bytes (default: rung1)")
+                        help="budget profile: rung1 = 70,000 weights / 12.5M MACs / 98,496 predicted int8 bytes, 64k = 45,000 / 12.5M / 65,536 predicted int8 bytes, "
+                        "ninety = 112,000 / 76.5M / 131,072 (default: rung1)")
     parser.add_argument("--max-weights", type=int, help="override the profile's weight budget (conv/dense kernel entries)")
     parser.add_argument("--max-macs", type=int, help="override the profile's MAC budget (per 32x32 image)")
     parser.add_argument("--max-bytes", type=int, help="override the profile's budget on the predicted stripped int8 .tflite bytes")
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--accuracy-floor", type=float, default=0.0, help="validation accuracy a candidate needs for the imt objective")
     parser.add_argument("--preset", default="full", help=f"base config for everything the space does not set: {', '.join(PRESETS)} (default: full)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field of the base config")
-    parser.add_argument("--space", choices=("full", "tiny"), default="full", help="the search space (tiny: two smoke-sized models, for tests)")
+    parser.add_argument("--space", choices=("full", "ninety", "tiny"), default="full",
+                        help="the search space (ninety: depthwise DenseNets from 32x32, for --profile ninety; tiny: two smoke-sized models, for tests)")
     parser.add_argument("--seed", type=int, default=0, help="the tuner's sampling seed (training seeds come from train.seed)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2, help="per-trial Keras progress: 0 silent, 1 bar, 2 one line per epoch")
     parser.add_argument("--results-only", action="store_true", help="write the results of the search in --out as it stands, run no trial")
