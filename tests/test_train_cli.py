@@ -61,6 +61,8 @@ def test_run_killed_mid_training_resumes_from_last_epoch(tmp_path, cifar10):
         (["--set", "prune.target_sparsity=1"], "prune.target_sparsity must be in [0, 1)"),
         (["--stages", "train,distill"], "unknown stage(s) distill"),
         (["--from", "/nonexistent/run"], "--from /nonexistent/run is not a tfdense run"),
+        (["--set", "train.teacher=/nope.h5"], "train.teacher names no such file: /nope.h5"),
+        (["--data-dir", "/nonexistent/cifar"], "data.data_dir names no such file or folder: /nonexistent/cifar"),
     ],
 )
 def test_bad_command_line_fails_fast_with_one_line(tmp_path, args, message):
@@ -69,6 +71,16 @@ def test_bad_command_line_fails_fast_with_one_line(tmp_path, args, message):
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_directory_behind(tmp_path, cifar10):
+    # The smoke preset trains on 2,000 images: a batch of 4,096 fails once the data is loaded.
+    out = tmp_path / "run"
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(out), "--set", "train.batch_size=4096", timeout=300)
+    assert result.returncode == 2 and "train.batch_size 4096 exceeds the 2000 training images" in result.stderr
+    assert not out.exists()
+    result = run_cli("tfdense.train", "--preset", "smoke", "--out", str(out), "--stages", "train", "--set", "train.epochs=1", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]  # the corrected command is not refused
 
 
 def test_unwritable_out_is_refused(tmp_path):

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tfdense.config import ConfigError, apply_overrides, parse_arms, resolve
+from tfdense.config import ConfigError, apply_overrides, check_paths, parse_arms, resolve
 from tfdense.rundir import RunDir, RunDirError, validation_curve, write_atomic, write_json
 from tfdense.tables import markdown_table
 
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = resolve(args.preset, args.config, args.set)
         runs = [(name, overrides, RunDir(Path(args.out) / name), apply_overrides(base, overrides)) for name, overrides in parse_arms(args.arm)]
+        for _, _, _, config in runs:
+            check_paths(config)
         for _, _, run_dir, config in runs:
             run_dir.open(config, args.preset)
     except (ConfigError, RunDirError) as e:

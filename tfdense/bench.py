@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
-from tfdense.config import PRESETS, ConfigError, RunConfig, apply_overrides, parse_arms, resolve
+from tfdense.config import PRESETS, ConfigError, RunConfig, check_paths, apply_overrides, parse_arms, resolve
 from tfdense.tables import markdown_table
 
 
@@ -241,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.arm and not args.device:
             raise ConfigError("--arm only applies with --device")
         arms = [(name, apply_overrides(config, overrides)) for name, overrides in parse_arms(args.arm or ["config"])]
+        for _, arm in arms:
+            check_paths(arm)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfdense import data as data_lib
-from tfdense.config import RunConfig
+from tfdense.config import ConfigError, RunConfig
 from tfdense.rundir import read_history, write_atomic
 
 # Each stage draws its own random stream from `train.seed`, so re-running one stage alone
@@ -126,7 +126,7 @@ def steps_per_epoch(train_images: int, batch_size: int) -> int:
     """Full batches per epoch (the last partial batch is dropped)."""
     steps = train_images // batch_size
     if steps < 1:
-        raise ValueError(f"train.batch_size {batch_size} exceeds the {train_images} training images")
+        raise ConfigError(f"train.batch_size {batch_size} exceeds the {train_images} training images")
     return steps
 
 

@@ -162,6 +162,18 @@ class RunDir:
         return sorted(self.path.glob("model_*.tflite"))
 
     # --- state ------------------------------------------------------------------------------
+    def has_progress(self) -> bool:
+        """Whether any stage has completed an epoch or finished: what a failed start must not delete."""
+        return any(self.is_complete(s) for s in STAGES) or any(read_history(self.history(s)) for s in STAGE_INPUTS)
+
+    def remove_if_empty_start(self) -> bool:
+        """Deletes a directory this run created that holds no progress yet (a failure before the
+        first epoch must not leave a config.json that refuses the corrected command). True if removed."""
+        if self.has_progress():
+            return False
+        shutil.rmtree(self.path, ignore_errors=True)
+        return True
+
     def is_complete(self, name: str) -> bool:
         return self.stage_metrics(name).exists()
 

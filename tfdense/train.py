@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from tfdense.config import PRESETS, ConfigError, resolve
+from tfdense.config import PRESETS, ConfigError, check_paths, resolve
 from tfdense.rundir import STAGES, RunDir, RunDirError
 
 
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.data_dir:
             overrides.append(f"data.data_dir={os.path.abspath(args.data_dir)}")
         config = resolve(args.preset, args.config, overrides)
+        check_paths(config)
         stages = parse_stages(args.stages)
         run_dir = RunDir(args.out or Path("runs") / args.preset)
         adopted = run_dir.adoptable_stages(RunDir(args.source), config) if args.source else []
@@ -69,12 +70,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = pipeline.run(config, run_dir, stages)
-    except RunDirError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except BaseException as e:
+        # A run this command created that failed before its first epoch leaves nothing behind.
+        if not resuming and run_dir.remove_if_empty_start():
+            print(f"[tfdense] removed {run_dir.path}: the run failed before its first epoch", file=sys.stderr)
+        if isinstance(e, (RunDirError, ConfigError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if isinstance(e, DataError):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
     shown = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
     if shown:
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))

@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from tfdense.config import PRESETS, ConfigError, resolve
+from tfdense.config import PRESETS, ConfigError, check_paths, resolve
 
 PROFILE_NAMES = ("rung1", "64k", "ninety")
 
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         base = resolve(args.preset, None, args.set)
+        check_paths(base)
         for name in ("max_trials", "max_epochs", "epochs"):
             if getattr(args, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
