@@ -34,7 +34,7 @@ def test_device_mode_converts_an_arm_untrained_and_times_it_beside_the_peers():
     from tfdense.config import PRESETS, apply_overrides
 
     config = apply_overrides(PRESETS["smoke"], ["model.growth_rate=8", "qat.shared_concat_ranges=true"])
-    rows = device_times([("wide", config)], rounds=1)
+    rows = device_times([("wide", config)], rounds=3)
     assert [r.name for r in rows] == ["wide", "pretrainedResnet_quant.tflite", "pretrainedResnet_large_int8.tflite"]
     wide, resnet8, large = rows
     costs = model_costs(build_densenet(config.model))
@@ -42,7 +42,11 @@ def test_device_mode_converts_an_arm_untrained_and_times_it_beside_the_peers():
     # Shared ranges drop the requantize op the size predictor counts for each concatenation.
     assert 0.9 * costs.int8_bytes < wide.tflite_bytes < costs.int8_bytes
     assert (resnet8.tflite_bytes, resnet8.macs, resnet8.vs_reference) == (98_496, 12_501_632, 1.0)
-    assert large.latency_ms > resnet8.latency_ms > wide.latency_ms > 0
+    # No order of the latencies is asserted: wall-clock times of 0.1-0.6 ms on 2 shared cores are
+    # the machine's, not the code's (under a concurrent training the large ResNet, 1.9x ResNet-8's
+    # time when idle, timed 0.334 against 0.334 ms in three interleaved rounds).
+    assert all(r.latency_ms > 0 for r in rows) and resnet8.vs_reference == 1.0
+    assert large.vs_reference == large.latency_ms / resnet8.latency_ms
 
 
 def test_arms_without_device_mode_are_refused(capsys):

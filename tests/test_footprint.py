@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import run_cli
-from tfdense.footprint import breakdown, strip
+from tfdense.conversion import strip
+from tfdense.footprint import breakdown
 from tfdense.litert import TFLiteClassifier, graph_stats
 from tfdense.peers import RESNET8
 

@@ -139,8 +139,8 @@ def test_bn_momentum_reaches_every_batchnorm():
 def test_qat_model_converts_to_full_int8_tflite():
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from tfdense.stages.export import representative_images, to_tflite
-    from tfdense.stages.qat import quantize
+    from tfdense.conversion import representative_images, to_tflite
+    from tfdense.conversion import quantize
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 32, 32, 3)).astype(np.float32)
@@ -185,15 +185,15 @@ def test_int8_file_size_is_predicted_within_one_percent_before_conversion():
 
 
 def test_optional_tflite_variants_convert_and_shrink():
-    from tfdense.stages.export import _converter_variant, to_tflite
+    from tfdense.conversion import converter_variant, to_tflite
 
     model = build_densenet(dataclasses.replace(TINY, growth_rate=16, bottleneck=32))
     float32 = to_tflite(model, int8=False)
-    float16 = _converter_variant(model, "float16")
-    dynamic = _converter_variant(model, "dynamic_range")
+    float16 = converter_variant(model, "float16")
+    dynamic = converter_variant(model, "dynamic_range")
     assert len(dynamic) < len(float16) < len(float32)
     with pytest.raises(ValueError, match="unknown variant"):
-        _converter_variant(model, "int4")
+        converter_variant(model, "int4")
 
 
 def test_two_to_four_pruning_keeps_two_of_every_four_weights():
@@ -218,7 +218,7 @@ def test_two_to_four_pruning_keeps_two_of_every_four_weights():
 
 
 def test_calibration_seeds_activation_ranges_from_the_float_model():
-    from tfdense.stages.qat import calibrate_ranges, quantize
+    from tfdense.conversion import calibrate_ranges, quantize
 
     model = build_densenet(TINY)
     qat = quantize(model)
@@ -233,8 +233,8 @@ def test_calibration_seeds_activation_ranges_from_the_float_model():
 
 def test_shared_concat_ranges_remove_every_requantization_from_the_int8_graph():
     from tfdense.latency import graph_prefixes
-    from tfdense.stages.export import representative_images, to_tflite
-    from tfdense.stages.qat import calibrate_ranges, quantize, share_concat_ranges
+    from tfdense.conversion import representative_images, to_tflite
+    from tfdense.conversion import calibrate_ranges, quantize, share_concat_ranges
 
     config = dataclasses.replace(TINY, block_layers=(2, 1), bottleneck=0, transition_pool="max_first")
     x = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3)).astype(np.float32)

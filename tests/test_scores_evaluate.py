@@ -56,7 +56,7 @@ def test_evaluator_reproduces_resnet8_accuracy(cifar10, tmp_path):
 def _tiny_tflite(input_shape, outputs: int) -> bytes:
     import tf_keras as keras
 
-    from tfdense.stages.export import to_tflite
+    from tfdense.conversion import to_tflite
 
     inputs = keras.Input(input_shape)
     x = keras.layers.Flatten()(inputs)

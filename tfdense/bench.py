@@ -12,7 +12,7 @@ ReLU, pooling, concatenation on large maps) cost on a CPU.
 
 `--device` answers the inference question before any training: it converts each arm (the config
 plus its overrides, as `tfdense.ablate` takes them) untrained to the full-int8 file the pipeline
-would ship (`pipeline.untrained_int8`: same QAT, converter and stripping; size and speed do not
+would ship (`conversion.untrained_int8`: same QAT, converter and stripping; size and speed do not
 depend on trained values) and times the files with LiteRT on one thread, interleaved with the
 MLPerf Tiny peers in the same rounds, so arms compare to each other and to ResNet-8 under the
 same load.
@@ -191,10 +191,10 @@ class DeviceTime:
 
 def device_times(arms: list[tuple[str, RunConfig]], rounds: int = 15) -> list[DeviceTime]:
     """Untrained full-int8 files of `arms`, then the MLPerf Tiny peers, timed interleaved."""
+    from tfdense.conversion import untrained_int8
     from tfdense.litert import TFLiteClassifier, graph_stats, interleaved_latency_ms
     from tfdense.model import build_densenet
     from tfdense.peers import peer_files
-    from tfdense.pipeline import untrained_int8
 
     rng = np.random.default_rng(0)
     # Calibration fixes only the activation scales, which change neither size nor speed.

@@ -246,7 +246,7 @@ class QatConfig:
     distill: bool = False  # fine-tune against the float model QAT starts from, as teacher
     # One activation range for each dense block's concatenations and the tensor that starts
     # the block, so the int8 graph appends in place instead of requantizing the whole running
-    # tensor before each concatenation (tfdense.stages.qat.share_concat_ranges). Off by
+    # tensor before each concatenation (tfdense.conversion.share_concat_ranges). Off by
     # default only so that runs saved before it existed still resume.
     shared_concat_ranges: bool = False
 

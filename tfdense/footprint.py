@@ -14,7 +14,7 @@ every byte to one part: conv/dense weights, biases, other constant buffers, quan
 parameters (scales, zero points, min/max), tensor names and other strings, signatures, metadata,
 and the FlatBuffer structure itself (tables, vtables, offsets, padding: the remainder).
 
-`strip(content)` rebuilds the file without tensor names, the description, subgraph names,
+`--strip` writes the file as `tfdense.conversion.strip` rebuilds it: without tensor names, the description, subgraph names,
 signature definitions and the activation min/max that int8 kernels never read (TensorFlow's
 `flatbuffer_utils.strip_strings`, plus the min/max). What a user loses: tensor names in
 visualizers and debuggers, and the signature runner (`get_signature_runner`); input/output
@@ -30,7 +30,6 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
@@ -118,20 +117,6 @@ def breakdown(content: bytes) -> Breakdown:
     )
 
 
-def strip(content: bytes) -> bytes:
-    """`content` without the strings and min/max a device does not need (see the module doc)."""
-    model = _model(content)
-    flatbuffer_utils.strip_strings(model)
-    for subgraph in model.subgraphs:
-        for tensor in subgraph.tensors:
-            q = tensor.quantization
-            # int8 kernels read scale and zero point only; min/max are the converter's notes.
-            if q is not None and q.scale is not None and len(q.scale):
-                q.min = None
-                q.max = None
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
 def format_breakdown(named: list[tuple[str, Breakdown]]) -> str:
     """A Markdown table, one column per file, bytes and share of each part."""
     head = "| part | " + " | ".join(name for name, _ in named) + " |"
@@ -207,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {path}: {e}", file=sys.stderr)
             return 2
     if args.strip:
+        from tfdense.conversion import strip  # TensorFlow loads here, only for --strip
+
         stripped = strip(Path(args.models[0]).read_bytes())
         Path(args.strip).write_bytes(stripped)
         named.append((Path(args.strip).name + " (stripped)", breakdown(stripped)))

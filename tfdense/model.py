@@ -21,7 +21,7 @@ from tfdense.data import NUM_CLASSES
 # Raw RGB pixels 0..255 map to [0, 1] inside the model, so the exported .tflite takes camera
 # pixels as they are (int8 q = pixel - 128 at scale 1). Scale only, no offset: on int8 grids
 # pixel/255 keeps the input's integer codes, so the converted op is exact
-# (`tfdense.stages.qat.PixelScaleQuantizeConfig`); the BN after the stem centres the activations anyway.
+# (`tfdense.conversion.PixelScaleQuantizeConfig`); the BN after the stem centres the activations anyway.
 PIXEL_SCALE = 1.0 / 255.0
 
 

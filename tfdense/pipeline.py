@@ -11,14 +11,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import numpy as np
-
 import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
 import tf_keras as keras
 
 from tfdense import data as data_lib
 from tfdense.config import RunConfig
-from tfdense.footprint import strip
 from tfdense.hparams import flatten, log_hparams
 from tfdense.metrics import HEADLINE, STAGE_METRICS
 from tfdense.rundir import STAGES, RunDir, result_identity, write_json
@@ -72,24 +69,3 @@ def write_summary(run_dir: RunDir, config: RunConfig) -> dict[str, Any]:
         # settings that decide results, so a rerun that changes none leaves the record alone.
         log_hparams(run_dir.logs("hparams"), flatten(result_identity(config.to_dict())), figures, session=run_dir.path.name)
     return summary
-
-
-def untrained_int8(model: keras.Model, images: np.ndarray, shared_ranges: bool = False, seed: int = 1) -> bytes:
-    """The stripped full-int8 file of an untrained float `model`, converted as the pipeline converts a trained one.
-
-    A file's size and speed depend on its architecture, not on trained values, so this answers
-    both before any training. The model's BatchNorms get trained-looking statistics, in place
-    (they fold into distinct biases, which the converter cannot share), and activation ranges
-    are calibrated on `images` (distinct ranges make each concatenation need a requantize op, as
-    after real QAT, unless `shared_ranges` ties them as `qat.shared_concat_ranges` does).
-    """
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)])
-    qat_model = qat.quantize(model)
-    qat.calibrate_ranges(qat_model, model, images)
-    if shared_ranges:
-        qat.share_concat_ranges(qat_model)
-    return strip(export.to_tflite(qat_model, int8=True, representative=export.representative_images(images, count=32)))

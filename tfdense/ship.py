@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     from tfdense.data import load_test
     from tfdense.litert import evaluate_tflite
     from tfdense.stages import float_source
-    from tfdense.stages.export import c_array
+    from tfdense.conversion import c_array
 
     out.mkdir(parents=True, exist_ok=True)
     config = from_dict(read_json(run_dir.config_file)["config"])

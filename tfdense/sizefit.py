@@ -36,7 +36,7 @@ def measure(name: str, fields: dict, images: np.ndarray, seed: int = 1) -> dict:
     from tfdense.config import DenseNetConfig
     from tfdense.costs import int8_size_features, predicted_int8_bytes
     from tfdense.model import build_densenet
-    from tfdense.pipeline import untrained_int8
+    from tfdense.conversion import untrained_int8
 
     model = build_densenet(DenseNetConfig(name=name.replace("-", "_"), **fields))
     content = untrained_int8(model, images, seed=seed)
