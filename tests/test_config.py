@@ -26,16 +26,6 @@ def test_every_committed_config_resolves_and_a_shipped_one_names_an_existing_tea
             assert (REPO / teacher).is_file(), f"{path.name} distils from {teacher}, which is not in the repository"
 
 
-def test_configs_saved_under_old_names_still_load():
-    saved = json.loads(json.dumps(PRESETS["smoke"].to_dict()))
-    saved["prune"]["keep_dense"] = saved["prune"].pop("skip_layers")
-    saved["model"]["num_classes"] = 10
-    saved["train"]["schedule"] = "onecycle"
-    config = from_dict(saved)
-    assert config.prune.skip_layers == PRESETS["smoke"].prune.skip_layers
-    assert config.train.schedule == "linear"
-
-
 def test_two_to_four_pruning_refuses_settings_it_cannot_honour():
     with pytest.raises(ConfigError, match="prune.target_sparsity must be 0.5 with m_by_n=2:4"):
         apply_overrides(PRESETS["smoke"], ["prune.m_by_n=2:4", "prune.target_sparsity=0.7"])
@@ -114,8 +104,6 @@ def test_a_run_saved_before_new_fields_existed_resumes_as_the_same_experiment():
     from tfdense.rundir import result_identity
 
     saved = json.loads(json.dumps(PRESETS["full"].to_dict()))
-    saved["prune"]["keep_dense"] = saved["prune"].pop("skip_layers")
-    saved["model"]["num_classes"] = 10
     for field in ("ema_momentum", "teacher", "distill_alpha", "distill_temperature"):
         del saved["train"][field]  # absent from configs written before these existed
     saved["train"]["verbose"] = 2  # does not change results

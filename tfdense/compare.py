@@ -1,6 +1,6 @@
 """`python -m tfdense.compare`: runs' validation accuracy against a reference run, epoch by epoch.
 
-    python -m tfdense.compare tuning/runs/rung1-v3 tuning/runs/rung1-v3-k4s2 --since 40 --plot curves.png
+    python -m tfdense.compare tuning/curves/rung1-v3.csv tuning/curves/rung1-v3-k4s2.csv --since 16 --plot curves.png
 
 The first run is the reference. Each other run is compared with it only at the epochs both have
 recorded, so a run still training can be judged against a finished one at the same point of its

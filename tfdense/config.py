@@ -246,9 +246,9 @@ class QatConfig:
     distill: bool = False  # fine-tune against the float model QAT starts from, as teacher
     # One activation range for each dense block's concatenations and the tensor that starts
     # the block, so the int8 graph appends in place instead of requantizing the whole running
-    # tensor before each concatenation (tfdense.conversion.share_concat_ranges). Off by
-    # default only so that runs saved before it existed still resume.
-    shared_concat_ranges: bool = False
+    # tensor before each concatenation (tfdense.conversion.share_concat_ranges): on the shipped
+    # rung-1 model 960 bytes and 6 QUANTIZE ops fewer, validation 87.06 -> 87.16 % int8.
+    shared_concat_ranges: bool = True
 
     def __post_init__(self) -> None:
         s = self.section
@@ -484,28 +484,6 @@ def resolve(preset: str, config_file: str | None = None, overrides: list[str] = 
     return apply_overrides(config, list(overrides))
 
 
-# Keys and values renamed or retired since runs were first saved, so older run directories
-# still resume and load: (section, old name) -> new name, or None when retired.
-RENAMED_KEYS = {("prune", "keep_dense"): "skip_layers", ("model", "num_classes"): None}
-RENAMED_VALUES = {("train", "schedule", "onecycle"): "linear"}
-
-
-def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """A saved config dict in today's names (see `RENAMED_KEYS`); the input is not modified."""
-    result = {}
-    for section, values in data.items():
-        if not isinstance(values, dict):
-            result[section] = values
-            continue
-        new = {}
-        for key, value in values.items():
-            key = RENAMED_KEYS.get((section, key), key)
-            if key is not None:
-                new[key] = RENAMED_VALUES.get((section, key, value), value) if isinstance(value, str) else value
-        result[section] = new
-    return result
-
-
 def from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuilds a RunConfig saved with `to_dict` (e.g. a run directory's config.json)."""
-    return apply_dict(RunConfig(), migrate(data))
+    return apply_dict(RunConfig(), data)

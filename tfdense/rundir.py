@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import tfdense
-from tfdense.config import ConfigError, RunConfig, from_dict, migrate
+from tfdense.config import ConfigError, RunConfig, from_dict
 
 # Fields that do not change what a run computes: a resumed run may differ in them.
 NON_RESULT_FIELDS = (("train", "verbose"), ("data", "data_dir"), ("evaluate", "threads"), ("evaluate", "latency_images"))
@@ -109,7 +109,7 @@ def result_identity(config: dict[str, Any]) -> dict[str, Any]:
     try:
         config = from_dict(config).to_dict()
     except ConfigError:
-        config = migrate(config)  # not loadable today: compared as saved, so it differs
+        pass  # not loadable today: compared as saved, so it differs
     identity = json.loads(json.dumps(config))  # a deep copy, tuples as lists
     for section, name in NON_RESULT_FIELDS:
         identity.get(section, {}).pop(name, None)

@@ -44,9 +44,10 @@ def trial_records(tuner, budget) -> list[dict[str, Any]]:
         for key in SCORE_KEYS:
             if trial.metrics.exists(key) and not (rejected and key in ("val_accuracy", "imt_score", "score", "epochs", "seconds")):
                 record[key] = float(trial.metrics.get_last_value(key))
-        if rejected or "int8_bytes" not in record:  # trials scored before the size prediction existed
-            costs = space.costs_of(tuner.hypermodel.build(trial.hyperparameters.copy()).model)
-            record["int8_bytes"] = float(costs.int8_bytes)
+        # Counted again from the hyperparameters (analytic, no training), so every record carries
+        # today's size prediction whatever the trial logged when it ran.
+        costs = space.costs_of(tuner.hypermodel.build(trial.hyperparameters.copy()).model)
+        record["int8_bytes"] = float(costs.int8_bytes)
         if rejected:
             record["status"] = "REJECTED"
             record["message"] = "over budget: " + "; ".join(budget.violations(costs))
@@ -57,8 +58,8 @@ def trial_records(tuner, budget) -> list[dict[str, Any]]:
 
 
 def over_budget(record: dict[str, Any], budget) -> list[str]:
-    """What a scored trial's recorded costs break in `budget`: trials scored under an older,
-    looser budget (e.g. before the byte budget existed) stay in the results but cannot win."""
+    """What a scored trial's recorded costs break in `budget`: a search resumed under a tighter
+    budget keeps the trials it scored before in its results, but they cannot win."""
     costs = ModelCosts(weights=int(record["weights"]), params=0, macs=int(record["macs"]), int8_bytes=int(record["int8_bytes"]))
     return budget.violations(costs)
 
