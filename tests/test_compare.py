@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tfdense import compare
-from tfdense.rundir import RunDir, validation_curve
+from tfdense.files import validation_curve
+from tfdense.rundir import RunDir
 
 
 def write_history(run: RunDir, accuracies: list[float]) -> None:

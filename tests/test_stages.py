@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tfdense import fitting
+from tfdense.distillation import TeacherEnsemble, load_teacher
 from tfdense.config import PRESETS, DataConfig, DenseNetConfig, EvaluateConfig, ExportConfig, PruneConfig, QatConfig, TrainConfig
 from tfdense.data import Cifar
 from tfdense.litert import TFLiteClassifier, graph_stats
@@ -321,12 +322,12 @@ def test_a_teacher_ensemble_predicts_the_geometric_mean_of_its_members_and_their
     views = [m.predict(v, verbose=0) for m in members for v in (x, x[:, :, ::-1])]
     expected = np.exp(np.mean(np.log(views), axis=0))
     expected /= expected.sum(axis=1, keepdims=True)
-    ensemble = fitting.load_teacher(tuple(files), flip=True)
+    ensemble = load_teacher(tuple(files), flip=True)
     np.testing.assert_allclose(ensemble(x).numpy(), expected, rtol=1e-4, atol=1e-6)
     # Without the mirror, the members' views alone.
     plain = np.exp(np.mean(np.log(views[::2]), axis=0))
-    np.testing.assert_allclose(fitting.load_teacher(tuple(files))(x).numpy(), plain / plain.sum(axis=1, keepdims=True), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(load_teacher(tuple(files))(x).numpy(), plain / plain.sum(axis=1, keepdims=True), rtol=1e-4, atol=1e-6)
     # One file without the mirror is the saved model itself, so runs begun before ensembles resume.
-    single = fitting.load_teacher(tuple(files[:1]))
-    assert single.name == members[0].name and not isinstance(single, fitting.TeacherEnsemble)
+    single = load_teacher(tuple(files[:1]))
+    assert single.name == members[0].name and not isinstance(single, TeacherEnsemble)
     np.testing.assert_allclose(single(x).numpy(), views[0], rtol=1e-5, atol=1e-6)

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import REPO, run_cli
 from tfdense.config import PRESETS, apply_overrides
-from tfdense.fitting import WarmupDecay, read_history
+from tfdense.files import read_history
+from tfdense.fitting import WarmupDecay
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from tfdense.config import ConfigError, apply_overrides, check_paths, parse_arms, resolve
-from tfdense.rundir import RunDir, RunDirError, validation_curve, write_atomic, write_json
+from tfdense.files import validation_curve, write_atomic, write_json
+from tfdense.rundir import RunDir, RunDirError
 from tfdense.tables import markdown_table
 
 

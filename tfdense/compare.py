@@ -19,7 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfdense.rundir import RunDir, validation_curve
+from tfdense.files import validation_curve
+from tfdense.rundir import RunDir
 from tfdense.tables import markdown_table
 
 

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
-from tfdense.rundir import write_atomic
+from tfdense.files import write_atomic
 
 Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 

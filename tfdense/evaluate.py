@@ -18,7 +18,7 @@ from tfdense.data import DataError, load_cifar10
 from tfdense.litert import ModelError, TFLiteClassifier, evaluate_tflite, format_table
 from tfdense.metrics import ModelMetrics
 from tfdense.peers import PEER_SETS, peer_files
-from tfdense.rundir import write_json
+from tfdense.files import write_json
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,8 +29,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfdense import data as data_lib
-from tfdense.config import ConfigError, RunConfig
-from tfdense.rundir import read_history, write_atomic
+from tfdense.distillation import Distiller, load_teacher
+from tfdense.config import ConfigError, RunConfig, TrainConfig
+from tfdense.files import read_history, write_atomic
 
 # Each stage draws its own random stream from `train.seed`, so re-running one stage alone
 # reproduces what it did inside the whole pipeline.
@@ -43,25 +44,24 @@ def stage_seed(seed: int, stage: str) -> int:
 
 @dataclass(frozen=True)
 class Recipe:
-    """What one fit needs: the `train` recipe with this stage's epochs, peak rate and warm-up."""
+    """What one fit needs: the `train` section's shared settings (batch, optimizer, schedule
+    kind, label smoothing, distillation weights), with this stage's own epochs, peak rate,
+    warm-up, seed and teacher."""
 
+    train: TrainConfig
     epochs: int
-    learning_rate: float  # peak, for batch_size images per step
+    learning_rate: float  # peak, for train.batch_size images per step
     warmup_epochs: float
-    batch_size: int
-    momentum: float
-    nesterov: bool
-    weight_decay: float
-    schedule: str
-    label_smoothing: float
     seed: int
-    jit_compile: bool
-    verbose: int
     ema_momentum: float = 0.0
     teacher: tuple[str, ...] = ()  # distil from these Keras model files, as one teacher (empty = off)
     teacher_flip: bool = False
-    distill_alpha: float = 0.5
-    distill_temperature: float = 4.0
+    jit_compile: bool = False
+    verbose: int = 1
+
+    @property
+    def batch_size(self) -> int:
+        return self.train.batch_size
 
     @classmethod
     def for_stage(cls, config: RunConfig, stage: str) -> Recipe:
@@ -72,24 +72,19 @@ class Recipe:
         own["qat"] = (config.qat.epochs, config.qat.learning_rate, 0.0)
         epochs, learning_rate, warmup = own[stage]
         return cls(
+            train=train,
             epochs=epochs,
             learning_rate=learning_rate,
             warmup_epochs=warmup,
-            batch_size=train.batch_size,
-            momentum=train.momentum,
-            nesterov=train.nesterov,
-            weight_decay=train.weight_decay,
-            schedule=train.schedule,
-            label_smoothing=train.label_smoothing,
             seed=stage_seed(train.seed, stage),
-            # TF-MOT's fake-quant wrappers are not XLA-compiled here (never measured to work).
-            jit_compile=train.jit_compile and stage != "qat",
-            verbose=train.verbose,
+            # The average and the teacher are the train stage's: an average would revive pruned
+            # weights and blur QAT's ranges; prune and QAT distil only when asked (`with_teacher`).
             ema_momentum=train.ema_momentum if stage == "train" else 0.0,
             teacher=train.teacher if stage == "train" else (),
             teacher_flip=train.teacher_flip and stage == "train",
-            distill_alpha=train.distill_alpha,
-            distill_temperature=train.distill_temperature,
+            # TF-MOT's fake-quant wrappers are not XLA-compiled here (never measured to work).
+            jit_compile=train.jit_compile and stage != "qat",
+            verbose=train.verbose,
         )
 
 
@@ -191,13 +186,13 @@ def make_optimizer(recipe: Recipe, steps: int, statistics: Sequence[tf.Variable]
         peak=recipe.learning_rate,
         warmup_steps=int(round(recipe.warmup_epochs * steps)),
         total_steps=recipe.epochs * steps,
-        kind=recipe.schedule,
+        kind=recipe.train.schedule,
     )
     options = dict(
         learning_rate=schedule,
-        momentum=recipe.momentum,
-        nesterov=recipe.nesterov,
-        weight_decay=recipe.weight_decay or None,
+        momentum=recipe.train.momentum,
+        nesterov=recipe.train.nesterov,
+        weight_decay=recipe.train.weight_decay or None,
     )
     if recipe.ema_momentum > 0:
         optimizer = AveragingSGD(statistics, use_ema=True, ema_momentum=recipe.ema_momentum, **options)
@@ -211,7 +206,7 @@ def make_optimizer(recipe: Recipe, steps: int, statistics: Sequence[tf.Variable]
 def compile_model(model: keras.Model, recipe: Recipe, steps: int) -> keras.Model:
     model.compile(
         optimizer=make_optimizer(recipe, steps, batchnorm_statistics(getattr(model, "student", model))),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.train.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=recipe.jit_compile,
     )
@@ -221,75 +216,6 @@ def compile_model(model: keras.Model, recipe: Recipe, steps: int) -> keras.Model
 def is_multi_worker() -> bool:
     cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
     return sum(len(v) for v in cluster.values()) > 1
-
-
-class Distiller(keras.Model):
-    """Trains `student` on (1 - alpha) * its compiled loss + alpha * T^2 * KL(teacher_T || student_T).
-
-    Both models output softmax probabilities; softening by T works on their logs (log p equals
-    the logits up to a per-image constant, which the softmax removes). The teacher sees the same
-    augmented batch and is never trained. Calls, evaluation and predictions are the student's.
-    """
-
-    def __init__(self, student: keras.Model, teacher: keras.Model, alpha: float, temperature: float):
-        super().__init__(name="distiller")
-        self.student = student
-        self.teacher = teacher
-        self.teacher.trainable = False
-        self.alpha = alpha
-        self.temperature = temperature
-
-    def call(self, inputs, training=None):
-        return self.student(inputs, training=training)
-
-    def _soften(self, probs):
-        return tf.nn.softmax(tf.math.log(tf.maximum(probs, 1e-7)) / self.temperature, axis=-1)
-
-    def train_step(self, data):
-        x, y = data
-        teacher_probs = self._soften(self.teacher(x, training=False))
-        with tf.GradientTape() as tape:
-            probs = self.student(x, training=True)
-            hard = self.compiled_loss(y, probs, regularization_losses=self.student.losses)
-            soft = tf.reduce_mean(keras.losses.kl_divergence(teacher_probs, self._soften(probs))) * self.temperature**2
-            loss = (1.0 - self.alpha) * hard + self.alpha * soft
-        self.optimizer.minimize(loss, self.student.trainable_variables, tape=tape)
-        self.compiled_metrics.update_state(y, probs)
-        return {"distill_loss": soft, **{m.name: m.result() for m in self.metrics}}
-
-
-class TeacherEnsemble(keras.Model):
-    """Several trained models (and optionally their mirrored views) as one: the normalized
-    geometric mean of their softmax outputs, i.e. the softmax of their averaged log-probabilities.
-
-    Averaging log-probabilities keeps what the members agree on sharp and softens where they
-    disagree; on the validation split two DenseNets of 87.6 % and 86.5 % score 89.0 % this way,
-    89.8 % with their mirrored views (README, Training).
-    """
-
-    def __init__(self, members: list[keras.Model], flip: bool):
-        super().__init__(name="teacher_ensemble")
-        self.members = members
-        self.flip = flip
-
-    def call(self, inputs, training=None):
-        views = [inputs, tf.reverse(inputs, axis=[2])] if self.flip else [inputs]
-        logs = [tf.math.log(tf.maximum(m(v, training=False), 1e-7)) for m in self.members for v in views]
-        return tf.nn.softmax(tf.add_n(logs) / len(logs), axis=-1)
-
-
-def load_teacher(files: tuple[str, ...], flip: bool = False) -> keras.Model:
-    """The teacher `files` describe: one saved model as it is, or a `TeacherEnsemble` of them.
-
-    A single file without the flip stays the bare model, so runs started with one teacher
-    resume from their checkpoints (which hold the teacher's variables) unchanged.
-    """
-    members = [keras.models.load_model(f, compile=False) for f in files]
-    for member in members:
-        member.trainable = False
-    if len(members) == 1 and not flip:
-        return members[0]
-    return TeacherEnsemble(members, flip)
 
 
 @functools.cache
@@ -473,7 +399,7 @@ def fit(
         model = student = build()
         if recipe.teacher:
             teacher = load_teacher(recipe.teacher, recipe.teacher_flip)
-            model = Distiller(student, teacher, recipe.distill_alpha, recipe.distill_temperature)
+            model = Distiller(student, teacher, recipe.train.distill_alpha, recipe.train.distill_temperature)
         compile_model(model, recipe, steps)
     paths.history.parent.mkdir(parents=True, exist_ok=True)
     chain = [
@@ -494,6 +420,19 @@ def fit(
     if keep_best:
         student.load_weights(str(paths.best_weights))
     return student, FitSummary.from_history(read_history(paths.history))
+
+
+def fit_config(config: RunConfig, data: data_lib.Cifar, paths: FitPaths, recipe: Recipe | None = None) -> tuple[keras.Model, FitSummary]:
+    """Trains `config.model` from scratch on `data` into `paths`: the one way a config is trained
+    in a folder, shared by the train stage, the tuner's trials and the proxy check.
+
+    `recipe` defaults to the config's own train recipe (`Recipe.for_stage(config, "train")`);
+    the tuner passes its proxy's shorter one.
+    """
+    from tfdense.model import build_for_training
+
+    recipe = recipe or Recipe.for_stage(config, "train")
+    return fit(lambda: build_for_training(config.model, data.x_train), data, config.data, recipe, paths)
 
 
 def discard_backup(paths: FitPaths) -> None:

@@ -18,7 +18,8 @@ from tfdense import data as data_lib
 from tfdense.config import RunConfig
 from tfdense.hparams import flatten, log_hparams
 from tfdense.metrics import HEADLINE, STAGE_METRICS
-from tfdense.rundir import STAGES, RunDir, result_identity, write_json
+from tfdense.files import write_json
+from tfdense.rundir import STAGES, RunDir, result_identity
 from tfdense.stages import evaluate, export, float_source, prune, qat, train
 
 MODULES = {"train": train, "prune": prune, "qat": qat, "export": export, "evaluate": evaluate}

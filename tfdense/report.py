@@ -25,7 +25,8 @@ from tfdense.litert import evaluate_tflite, format_table
 from tfdense.metrics import ModelMetrics
 from tfdense.peers import PEER_SETS, peer_files
 from tfdense.plots import accuracy_scatter, sparsity_curves, validation_curves
-from tfdense.rundir import RunDir, validation_curve, write_json
+from tfdense.files import validation_curve, write_json
+from tfdense.rundir import RunDir
 
 
 def pruning_curves(run_dir: RunDir) -> dict[str, list[tuple[int, float]]]:

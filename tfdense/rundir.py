@@ -1,4 +1,4 @@
-"""The run directory: every path a run writes, the one atomic writer, and resume identity.
+"""The run directory: every path a run writes, and resume identity.
 
     RUN/config.json                 resolved config, preset, git revision
     RUN/metrics.json                the deployed model's figures and every stage's metrics
@@ -16,7 +16,6 @@ Only this module knows these names; stages ask it for paths.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from typing import Any
 
 import tfdense
 from tfdense.config import ConfigError, RunConfig, from_dict
+from tfdense.files import read_history, read_json, write_json
 
 # Fields that do not change what a run computes: a resumed run may differ in them.
 NON_RESULT_FIELDS = (("train", "verbose"), ("data", "data_dir"), ("evaluate", "threads"), ("evaluate", "latency_images"))
@@ -43,48 +43,6 @@ STAGE_INPUTS = {
 
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked; reported in one line with exit code 2."""
-
-
-def write_atomic(path: Path, content: bytes | str) -> None:
-    """Writes through a temp file in the same folder + fsync + rename: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = content.encode() if isinstance(content, str) else content
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    """The rows of a fitting stage's history.csv (epoch as int, 1-based); none if it has not started."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
-    for r in rows:
-        r["epoch"] = int(r["epoch"])
-    return rows
-
-
-def validation_curve(path: Path) -> list[tuple[int, float]]:
-    """(epoch, validation accuracy) of every epoch a fit's history recorded."""
-    return [(r["epoch"], r["val_accuracy"]) for r in read_history(path) if "val_accuracy" in r]
 
 
 def git_revision() -> str | None:

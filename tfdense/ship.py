@@ -36,7 +36,8 @@ from typing import Any
 import yaml
 
 from tfdense.config import DataConfig, RunConfig, apply_dict, from_dict, load_config_file
-from tfdense.rundir import RunDir, read_json, write_atomic, write_json
+from tfdense.files import read_json, write_atomic, write_json
+from tfdense.rundir import RunDir
 
 EXPORTS = Path(__file__).resolve().parents[1] / "exports"
 FLOAT_SOURCE_LIMIT = 2 * 1024 * 1024

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the measurements and both fits as JSON here")
     args = parser.parse_args(argv)
 
-    from tfdense.rundir import write_json
+    from tfdense.files import write_json
     from tfdense.tables import markdown_table
 
     images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)

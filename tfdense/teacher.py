@@ -35,15 +35,17 @@ class TeacherScore:
 
 def score_teachers(files: list[str], x_val: np.ndarray, y_val: np.ndarray, batch_size: int = 500) -> list[TeacherScore]:
     """Each file alone, then all of them together (when several), each without and with the flip."""
-    from tfdense import fitting
-    from tfdense.costs import model_costs
+    import tf_keras as keras
 
-    member_macs = {f: model_costs(fitting.keras.models.load_model(f, compile=False)).macs for f in files}
+    from tfdense.costs import model_costs
+    from tfdense.distillation import load_teacher
+
+    member_macs = {f: model_costs(keras.models.load_model(f, compile=False)).macs for f in files}
     candidates = [(f,) for f in files] + ([tuple(files)] if len(files) > 1 else [])
     scores = []
     for members in candidates:
         for flip in (False, True):
-            teacher = fitting.load_teacher(members, flip)
+            teacher = load_teacher(members, flip)
             probs = np.concatenate([teacher(x_val[i : i + batch_size], training=False).numpy() for i in range(0, len(x_val), batch_size)])
             macs = sum(member_macs[f] for f in members) * (2 if flip else 1)
             scores.append(TeacherScore(members, flip, float(np.mean(probs.argmax(axis=1) == y_val)), macs))

@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from tfdense import data as data_lib
     from tfdense import fitting
     from tfdense.config import resolve
-    from tfdense.model import build_for_training
-    from tfdense.rundir import write_atomic, write_json
+    from tfdense.files import write_atomic, write_json
     from tuning import space
 
     settings = json.loads((search / "trials.json").read_text())["settings"]
@@ -86,10 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         if key not in data_cache:
             data_cache[key] = data_lib.prepare(config.data)
         folder = out / f"trial_{trial_id}"
-        recipe = fitting.Recipe.for_stage(config, "train")
         paths = fitting.FitPaths(backup=folder / "backup", history=folder / "history.csv", logs=folder / "logs", best_weights=folder / "best.weights.h5")
         print(f"[tuning] trial {trial_id}: {args.epochs} epochs on all training images -> {folder}", file=sys.stderr, flush=True)
-        model, summary = fitting.fit(lambda: build_for_training(config.model, data_cache[key].x_train), data_cache[key], config.data, recipe, paths)
+        model, summary = fitting.fit_config(config, data_cache[key], paths)
         long_accuracy = fitting.accuracy(model, data_cache[key].x_val, data_cache[key].y_val)
         fitting.discard_backup(paths)
         rows.append({"trial_id": trial_id, "proxy_val_accuracy": trials[trial_id]["val_accuracy"], "long_val_accuracy": long_accuracy,

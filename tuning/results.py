@@ -21,7 +21,7 @@ import yaml
 
 from tfdense.costs import ModelCosts
 from tfdense.plots import trials_scatter
-from tfdense.rundir import write_atomic, write_json
+from tfdense.files import write_atomic, write_json
 from tfdense.tables import markdown_table
 
 SCORE_KEYS = ("val_accuracy", "imt_score", "score", "weights", "macs", "int8_bytes", "epochs", "seconds")

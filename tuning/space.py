@@ -38,7 +38,8 @@ class Budget:
 
 # Default budgets: the shipped model's (a .tflite under ResNet-8's 98,496 bytes at <= its MACs),
 # and a tighter profile for the 64 KiB target.
-# Weights alone do not bound the file: 43k weights in 20 thin layers export to ~68 KB (README).
+# Weights alone do not bound the file: 43k weights in 20 thin layers export to ~68 KB
+# (python -m tfdense.sizefit, row search-trial09).
 PROFILES = {
     "rung1": Budget(max_weights=70_000, max_macs=12_500_000, max_bytes=98_496),
     "64k": Budget(max_weights=45_000, max_macs=12_500_000, max_bytes=65_536),

@@ -33,8 +33,7 @@ from tfdense import data as data_lib
 from tfdense import fitting
 from tfdense.config import ConfigError, RunConfig
 from tfdense.hparams import log_hparams
-from tfdense.model import build_for_training
-from tfdense.rundir import write_atomic
+from tfdense.files import write_atomic
 from tfdense.scores import imt_score
 from tuning import space
 
@@ -106,7 +105,7 @@ class DenseNetSearch:
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
         paths = fitting.FitPaths(backup=trial_dir / "backup", history=trial_dir / "history.csv", logs=trial_dir / "logs")
         start = time.perf_counter()
-        model, summary = fitting.fit(lambda: build_for_training(config.model, self.data().x_train), self.data(), config.data, recipe, paths)
+        model, summary = fitting.fit_config(config, self.data(), paths, recipe)
         val_accuracy = fitting.accuracy(model, self.data().x_val, self.data().y_val)
         imt = imt_score(costs.weights, costs.macs)  # int8 weights and activations, unpruned
         metrics = {

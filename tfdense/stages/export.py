@@ -20,7 +20,8 @@ from tfdense.costs import weight_zero_fraction
 from tfdense.data import CLASS_NAMES, Cifar
 from tfdense.litert import TFLiteClassifier, graph_stats
 from tfdense.metrics import ExportMetrics
-from tfdense.rundir import RunDir, write_atomic
+from tfdense.files import write_atomic
+from tfdense.rundir import RunDir
 from tfdense.stages import float_source, load_keras_model
 
 NAME = "export"

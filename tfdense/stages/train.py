@@ -13,7 +13,6 @@ from tfdense.config import RunConfig
 from tfdense.costs import model_costs
 from tfdense.data import Cifar
 from tfdense.metrics import TrainMetrics
-from tfdense.model import build_for_training
 from tfdense.rundir import RunDir
 from tfdense.stages import fit_paths, load_keras_model
 
@@ -21,15 +20,9 @@ NAME = "train"
 
 
 def run(model: keras.Model | None, data: Cifar, config: RunConfig, run_dir: RunDir) -> tuple[keras.Model, TrainMetrics]:
-    """Trains `model`, or a new one from `config.model`; writes `train/model.h5` and metrics."""
+    """Trains a new model from `config.model` (the first stage: `model` is None); writes `train/model.h5` and metrics."""
     paths = fit_paths(run_dir, NAME, keep_best=True)
-    model, summary = fitting.fit(
-        lambda: model if model is not None else build_for_training(config.model, data.x_train),
-        data,
-        config.data,
-        fitting.Recipe.for_stage(config, NAME),
-        paths,
-    )
+    model, summary = fitting.fit_config(config, data, paths)
     model.save(str(run_dir.model(NAME)), include_optimizer=False)
     costs = model_costs(model)
     metrics = TrainMetrics(
