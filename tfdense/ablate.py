@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tfdense.config import ConfigError, apply_overrides, check_paths, parse_arms, resolve
+from tfdense.config import ConfigError, add_config_arguments, apply_overrides, check_paths, config_from_args, parse_arms
 from tfdense.files import validation_curve, write_atomic, write_json
 from tfdense.rundir import RunDir, RunDirError
 from tfdense.tables import markdown_table
@@ -28,14 +28,12 @@ from tfdense.tables import markdown_table
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfdense.ablate", description=__doc__.split("\n\n")[0].replace("`", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--preset", default="full")
-    parser.add_argument("--config", help="JSON/YAML config applied over the preset (the base of every arm)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override of the base; repeatable")
+    add_config_arguments(parser, what="every arm")
     parser.add_argument("--arm", action="append", required=True, metavar="NAME[=OVERRIDES]", help="one arm; the first is the reference")
     parser.add_argument("--out", required=True, help="folder holding one run directory per arm")
     args = parser.parse_args(argv)
     try:
-        base = resolve(args.preset, args.config, args.set)
+        base = config_from_args(args)
         runs = [(name, overrides, RunDir(Path(args.out) / name), apply_overrides(base, overrides)) for name, overrides in parse_arms(args.arm)]
         for _, _, _, config in runs:
             check_paths(config)

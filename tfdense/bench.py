@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
-from tfdense.config import PRESETS, ConfigError, RunConfig, check_paths, apply_overrides, parse_arms, resolve
+from tfdense.config import ConfigError, RunConfig, add_config_arguments, apply_overrides, check_paths, config_from_args, parse_arms
 from tfdense.tables import markdown_table
 
 
@@ -222,9 +222,7 @@ def format_device_times(rows: list[DeviceTime]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfdense.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="full", help=f"one of {', '.join(PRESETS)} (default: full)")
-    parser.add_argument("--config", help="JSON or YAML config file applied over the preset")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    add_config_arguments(parser, what="the benchmark")
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per measurement")
     parser.add_argument("--intra-op-threads", type=int, default=0, help="TensorFlow intra-op threads (0 = TF's default)")
     parser.add_argument("--inter-op-threads", type=int, default=0, help="TensorFlow inter-op threads (0 = TF's default)")
@@ -235,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     try:
-        config = resolve(args.preset, args.config, args.set)
+        config = config_from_args(args)
         if args.steps < 1 or args.rounds < 1:
             raise ConfigError(f"--steps and --rounds must be >= 1, got {args.steps} and {args.rounds}")
         if args.arm and not args.device:

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from tfdense.config import PRESETS, ConfigError, check_paths, resolve
+from tfdense.config import ConfigError, add_config_arguments, config_from_args
 from tfdense.rundir import STAGES, RunDir, RunDirError
 
 
@@ -30,9 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train (and, stage by stage, compress and export) a CIFAR-10 DenseNet. "
         "Re-running the same command resumes the run in --out.",
     )
-    parser.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default: quick)")
-    parser.add_argument("--config", help="JSON or YAML file of {section: {field: value}} applied over the preset")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field; repeatable")
+    add_config_arguments(parser)
     parser.add_argument("--out", help="run directory (default: runs/<preset>)")
     parser.add_argument("--stages", default="all", help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
     parser.add_argument("--from", dest="source", metavar="RUN",
@@ -48,11 +46,7 @@ SUMMARY_KEYS = ("test_accuracy", "tflite_bytes", "weights", "nonzero_weights", "
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        overrides = list(args.set)
-        if args.data_dir:
-            overrides.append(f"data.data_dir={os.path.abspath(args.data_dir)}")
-        config = resolve(args.preset, args.config, overrides)
-        check_paths(config)
+        config = config_from_args(args, [f"data.data_dir={os.path.abspath(args.data_dir)}"] if args.data_dir else [])
         stages = parse_stages(args.stages)
         run_dir = RunDir(args.out or Path("runs") / args.preset)
         adopted = run_dir.adoptable_stages(RunDir(args.source), config) if args.source else []

@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from tfdense.config import PRESETS, ConfigError, check_paths, resolve
+from tfdense.config import ConfigError, add_config_arguments, config_from_args
 
 PROFILE_NAMES = ("rung1", "64k", "ninety")
 
@@ -46,8 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--objective", choices=("accuracy", "imt"), default="accuracy",
                         help="maximise validation accuracy, or minimise the IMT score above --accuracy-floor (default: accuracy)")
     parser.add_argument("--accuracy-floor", type=float, default=0.0, help="validation accuracy a candidate needs for the imt objective")
-    parser.add_argument("--preset", default="full", help=f"base config for everything the space does not set: {', '.join(PRESETS)} (default: full)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override one field of the base config")
+    add_config_arguments(parser, config_file=False, what="everything the space does not set: the search")
     parser.add_argument("--space", choices=("full", "ninety", "tiny"), default="full",
                         help="the search space (ninety: depthwise DenseNets from 32x32, for --profile ninety; tiny: two smoke-sized models, for tests)")
     parser.add_argument("--seed", type=int, default=0, help="the tuner's sampling seed (training seeds come from train.seed)")
@@ -59,8 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        base = resolve(args.preset, None, args.set)
-        check_paths(base)
+        base = config_from_args(args)
         for name in ("max_trials", "max_epochs", "epochs"):
             if getattr(args, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
