@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tfdense.bench import format_layer_times, layer_step_times
+from tfdense.cli.bench import format_layer_times, layer_step_times
 from tfdense.config import DenseNetConfig
 from tfdense.costs import model_costs
 from tfdense.model import build_densenet
@@ -30,7 +30,7 @@ def test_a_frozen_stem_still_times_its_forward_pass():
 
 
 def test_device_mode_converts_an_arm_untrained_and_times_it_beside_the_peers():
-    from tfdense.bench import device_times
+    from tfdense.cli.bench import device_times
     from tfdense.config import PRESETS, apply_overrides
 
     config = apply_overrides(PRESETS["smoke"], ["model.growth_rate=8", "qat.shared_concat_ranges=true"])
@@ -50,7 +50,7 @@ def test_device_mode_converts_an_arm_untrained_and_times_it_beside_the_peers():
 
 
 def test_arms_without_device_mode_are_refused(capsys):
-    from tfdense.bench import main
+    from tfdense.cli.bench import main
 
     assert main(["--preset", "smoke", "--arm", "a=model.growth_rate=8"]) == 2
     assert "--arm only applies with --device" in capsys.readouterr().err

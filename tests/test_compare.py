@@ -1,10 +1,10 @@
-"""`python -m tfdense.compare`: runs judged against a reference only at the epochs both recorded."""
+"""`python -m tfdense compare`: runs judged against a reference only at the epochs both recorded."""
 
 from __future__ import annotations
 
 import pytest
 
-from tfdense import compare
+from tfdense.cli import compare
 from tfdense.files import validation_curve
 from tfdense.rundir import RunDir
 

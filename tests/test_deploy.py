@@ -1,4 +1,4 @@
-"""The last mile: the uint8 model in MediaPipe's ImageClassifier, and `python -m tfdense.predict`."""
+"""The last mile: the uint8 model in MediaPipe's ImageClassifier, and `python -m tfdense predict`."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_shipped_uint8_model_in_mediapipe_keeps_the_int8_accuracy(name, cifar10)
 @pytest.mark.parametrize("name", SHIPPED_UINT8)
 def test_shipped_models_call_the_cat_photo_a_cat_in_predict_and_in_mediapipe(name):
     int8 = EXPORTS / name.replace("uint8", "int8")
-    result = run_cli("tfdense.predict", str(CAT_PHOTO), "--model", str(int8), "--top", "1", timeout=120)
+    result = run_cli("tfdense", "predict", str(CAT_PHOTO), "--model", str(int8), "--top", "1", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split(": ", 1)[1].startswith("cat "), result.stdout
     # MediaPipe gets the full-size photo and resizes it itself, as an app's camera frame would be.
@@ -77,7 +77,7 @@ def test_shipped_models_call_the_cat_photo_a_cat_in_predict_and_in_mediapipe(nam
 
 
 def test_predict_classifies_a_real_photo(smoke_run):
-    result = run_cli("tfdense.predict", str(CAT_PHOTO), "--model", str(smoke_run / "model_int8.tflite"), "--top", "3", timeout=120)
+    result = run_cli("tfdense", "predict", str(CAT_PHOTO), "--model", str(smoke_run / "model_int8.tflite"), "--top", "3", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     (line,) = result.stdout.strip().splitlines()
     assert line.startswith(f"{CAT_PHOTO}: ")
@@ -88,7 +88,7 @@ def test_predict_classifies_a_real_photo(smoke_run):
 def test_predict_resizes_any_image_to_the_model_input(tmp_path):
     import tensorflow as tf
 
-    from tfdense.predict import load_image
+    from tfdense.cli.predict import load_image
 
     big = tmp_path / "big.jpg"
     big.write_bytes(tf.io.encode_jpeg(np.full((480, 640, 3), 200, np.uint8)).numpy())
@@ -107,14 +107,14 @@ def test_predict_resizes_any_image_to_the_model_input(tmp_path):
 def test_predict_refuses_unreadable_images_in_one_line(tmp_path, make, message):
     from tfdense.peers import RESNET8
 
-    result = run_cli("tfdense.predict", str(make(tmp_path)), "--model", str(RESNET8), timeout=120)
+    result = run_cli("tfdense", "predict", str(make(tmp_path)), "--model", str(RESNET8), timeout=120)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
 
 
 def test_predict_refuses_a_model_that_is_not_a_cifar10_classifier(tmp_path):
     bad = tmp_path / "model.tflite"
     bad.write_bytes(b"nothing like a model")
-    result = run_cli("tfdense.predict", str(CAT_PHOTO), "--model", str(bad), timeout=120)
+    result = run_cli("tfdense", "predict", str(CAT_PHOTO), "--model", str(bad), timeout=120)
     assert result.returncode == 2 and "not a TFLite model" in result.stderr
-    missing = run_cli("tfdense.predict", str(CAT_PHOTO), "--model", str(tmp_path / "none.tflite"), timeout=120)
+    missing = run_cli("tfdense", "predict", str(CAT_PHOTO), "--model", str(tmp_path / "none.tflite"), timeout=120)
     assert missing.returncode == 2 and "no such file" in missing.stderr

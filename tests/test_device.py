@@ -152,7 +152,7 @@ def test_vela_reports_an_op_that_falls_back_to_the_cpu():
 def test_footprint_device_prints_ours_beside_the_peers_and_refuses_a_float_model(tmp_path):
     ours = tmp_path / "ours.tflite"
     ours.write_bytes(RESNET8.read_bytes())
-    result = run_cli("tfdense.footprint", "--device", str(ours), timeout=300)
+    result = run_cli("tfdense", "footprint", "--device", str(ours), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ours.tflite") or "(MLPerf Tiny)" in line]
     assert len(rows) == 3 and "| 49,152 |" in rows[0]  # ResNet-8: three 32x32x16 maps of its first residual block
@@ -163,5 +163,5 @@ def test_footprint_device_prints_ours_beside_the_peers_and_refuses_a_float_model
     }
     for name, (content, message) in bad.items():
         (tmp_path / name).write_bytes(content)
-        result = run_cli("tfdense.footprint", "--device", str(tmp_path / name), timeout=300)
+        result = run_cli("tfdense", "footprint", "--device", str(tmp_path / name), timeout=300)
         assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and message in result.stderr, (name, result.stderr)

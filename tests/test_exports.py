@@ -42,10 +42,10 @@ def test_shipped_model_has_its_recorded_arena_ram_and_ethos_u_figures(name):
 
 
 def test_readme_results_table_is_the_one_generated_from_metrics_json():
-    from tfdense.ship import results_table
+    from tfdense.cli.ship import results_table
 
     readme = (REPO / "README.md").read_text()
-    start = readme.index("<!-- results: python -m tfdense.ship --table")
+    start = readme.index("<!-- results: python -m tfdense ship --table")
     shown = readme[readme.index("\n", start) + 1 : readme.index("<!-- /results -->")].strip()
     assert shown == results_table(EXPORTS)
 

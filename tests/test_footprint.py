@@ -6,7 +6,7 @@ import numpy as np
 
 from conftest import run_cli
 from tfdense.conversion import strip
-from tfdense.footprint import breakdown
+from tfdense.cli.footprint import breakdown
 from tfdense.litert import TFLiteClassifier, graph_stats
 from tfdense.peers import RESNET8
 
@@ -30,7 +30,7 @@ def test_stripped_model_is_smaller_and_scores_bit_identically(cifar10):
 
 def test_footprint_cli_prints_a_table_and_writes_the_stripped_file(tmp_path):
     out = tmp_path / "small.tflite"
-    result = run_cli("tfdense.footprint", str(RESNET8), "--strip", str(out), timeout=120)
+    result = run_cli("tfdense", "footprint", str(RESNET8), "--strip", str(out), timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| tensor names |" in result.stdout and "**98,496**" in result.stdout
     assert out.read_bytes()[4:8] == b"TFL3"
@@ -39,12 +39,12 @@ def test_footprint_cli_prints_a_table_and_writes_the_stripped_file(tmp_path):
 def test_footprint_cli_refuses_a_file_that_is_not_tflite(tmp_path):
     bad = tmp_path / "x.tflite"
     bad.write_bytes(b"0123456789")
-    result = run_cli("tfdense.footprint", str(bad), timeout=120)
+    result = run_cli("tfdense", "footprint", str(bad), timeout=120)
     assert result.returncode == 2 and "not a TFLite model" in result.stderr
 
 
 def test_size_fit_recovers_the_overheads_it_was_given():
-    from tfdense.sizefit import fit
+    from tfdense.cli.sizefit import fit
 
     rows = [{"weights": w, "channels": c, "layers": n, "bytes": w + 27 * c + 135 * n + 1100}
             for w, c, n in [(70752, 218, 36), (43256, 478, 81), (1076, 48, 26), (173064, 922, 96)]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfdense.latency import by_op_type, graph_prefixes, main, op_latency
+from tfdense.cli.latency import by_op_type, graph_prefixes, main, op_latency
 from tfdense.litert import TFLiteClassifier, TFLiteModel, graph_stats
 from tfdense.peers import RESNET8
 

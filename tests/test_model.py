@@ -173,7 +173,7 @@ def test_qat_model_converts_to_full_int8_tflite():
 
 
 def test_int8_file_size_is_predicted_within_one_percent_before_conversion():
-    from tfdense.sizefit import measure
+    from tfdense.cli.sizefit import measure
 
     # Two wide layers per block (42,480 weights): fast to convert, in the fit's range.
     fields = dict(stem_filters=16, block_layers=(2, 2), growth_rate=24, bottleneck=0, compression=0.75)
@@ -201,7 +201,7 @@ def test_two_to_four_pruning_keeps_two_of_every_four_weights():
 
     from tfdense.config import PruneConfig
     from tfdense.costs import kernels
-    from tfdense.stages.prune import apply_pruning
+    from tfdense.stages.pruning import apply_pruning
 
     model = build_densenet(dataclasses.replace(TINY, growth_rate=8, bottleneck=16))
     pruned = apply_pruning(model, PruneConfig(m_by_n="2:4", skip_layers=("stem",)), steps_per_epoch=4)
@@ -232,7 +232,7 @@ def test_calibration_seeds_activation_ranges_from_the_float_model():
 
 
 def test_shared_concat_ranges_remove_every_requantization_from_the_int8_graph():
-    from tfdense.latency import graph_prefixes
+    from tfdense.cli.latency import graph_prefixes
     from tfdense.conversion import representative_images, to_tflite
     from tfdense.conversion import calibrate_ranges, quantize, share_concat_ranges
 

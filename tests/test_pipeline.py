@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import run_cli
 from tfdense.config import PRESETS
 from tfdense.litert import graph_stats
-from tfdense.report import pruning_curves
+from tfdense.cli.report import pruning_curves
 from tfdense.rundir import RunDir
 
 pytestmark = pytest.mark.slow
@@ -142,12 +142,12 @@ def test_rerun_with_a_setting_that_changes_results_is_refused(smoke_run):
 
 
 def test_report_refuses_a_directory_without_a_run(tmp_path):
-    result = run_cli("tfdense.report", str(tmp_path), "--out", str(tmp_path / "r"), timeout=120)
+    result = run_cli("tfdense", "report", str(tmp_path), "--out", str(tmp_path / "r"), timeout=120)
     assert result.returncode == 2 and "holds no exported run" in result.stderr
 
 
 def test_report_writes_table_and_plots(smoke_run, tmp_path):
-    result = run_cli("tfdense.report", str(smoke_run), "--out", str(tmp_path / "report"), "--latency-images", "20", timeout=300)
+    result = run_cli("tfdense", "report", str(smoke_run), "--out", str(tmp_path / "report"), "--latency-images", "20", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| QAT int8 (deployed) |" in text and "| prune (float32) |" in text

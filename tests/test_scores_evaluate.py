@@ -42,7 +42,7 @@ def test_graph_counts_of_resnet8_match_its_provenance():
 
 @pytest.mark.slow
 def test_evaluator_reproduces_resnet8_accuracy(cifar10, tmp_path):
-    result = run_cli("tfdense.evaluate", "--peers", "mlperf-tiny", "--latency-images", "20", "--json", str(tmp_path / "r.json"), timeout=600)
+    result = run_cli("tfdense", "evaluate", "--peers", "mlperf-tiny", "--latency-images", "20", "--json", str(tmp_path / "r.json"), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| pretrainedResnet_quant.tflite | 86.97 % | 98,496 |" in result.stdout
     import json
@@ -78,14 +78,14 @@ def test_evaluator_rejects_unusable_models(tmp_path, content, message):
     elif content == "outputs":
         content = _tiny_tflite((32, 32, 3), 7)
     path.write_bytes(content)
-    result = run_cli("tfdense.evaluate", str(path), timeout=120)
+    result = run_cli("tfdense", "evaluate", str(path), timeout=120)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_prune_schedule_ends_on_a_mask_update_step():
     from tfdense.config import PruneConfig
-    from tfdense.stages.prune import check_sparsity, pruning_schedule
+    from tfdense.stages.pruning import check_sparsity, pruning_schedule
 
     schedule = pruning_schedule(PruneConfig(epochs=3, frequency=50, ramp_fraction=0.7), steps_per_epoch=351)
     assert schedule.end_step % 50 == 0 and schedule.end_step <= 3 * 351

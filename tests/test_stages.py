@@ -14,7 +14,7 @@ from tfdense.config import PRESETS, DataConfig, DenseNetConfig, EvaluateConfig, 
 from tfdense.data import Cifar
 from tfdense.litert import TFLiteClassifier, graph_stats
 from tfdense.rundir import RunDir, RunDirError
-from tfdense.stages import evaluate, export, prune, qat, train
+from tfdense.stages import evaluation, export, pruning, quantization, training
 
 CONFIG = dataclasses.replace(
     PRESETS["smoke"],
@@ -46,22 +46,22 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(run_dir, data):
-    return train.run(None, data, CONFIG, run_dir)
+    return training.run(None, data, CONFIG, run_dir)
 
 
 @pytest.fixture(scope="module")
 def pruned(run_dir, data, trained):
-    return prune.run(train.load(run_dir), data, CONFIG, run_dir)
+    return pruning.run(training.load(run_dir), data, CONFIG, run_dir)
 
 
 @pytest.fixture(scope="module")
 def quantized(run_dir, data, pruned):
-    return qat.run(prune.load(run_dir), data, CONFIG, run_dir)
+    return quantization.run(pruning.load(run_dir), data, CONFIG, run_dir)
 
 
 @pytest.fixture(scope="module")
 def exported(run_dir, data, quantized):
-    return export.run(qat.load(run_dir), data, CONFIG, run_dir)
+    return export.run(quantization.load(run_dir), data, CONFIG, run_dir)
 
 
 def test_train_stage_keeps_the_best_epoch_and_removes_its_backup(run_dir, trained):
@@ -87,11 +87,11 @@ def test_channel_pruning_narrows_the_model_and_fine_tunes_it(tmp_path, data, tra
     config = dataclasses.replace(CONFIG, prune=dataclasses.replace(CONFIG.prune, channel_fraction=0.5, target_sparsity=0.0))
     run_dir = RunDir(tmp_path / "run")
     run_dir.open(config, "test")
-    model, metrics = prune.run(trained[0], data, config, run_dir)
+    model, metrics = pruning.run(trained[0], data, config, run_dir)
     assert metrics.weights < metrics.weights_before_slimming == trained[1].weights
     assert metrics.sparsity == 0.0 and metrics.slimmed_val_accuracy is not None
     assert model.get_layer("conv2_block1_2_conv").filters == CONFIG.model.growth_rate // 2
-    assert prune.load(run_dir).count_params() == model.count_params()
+    assert pruning.load(run_dir).count_params() == model.count_params()
 
 
 def test_a_new_run_adopts_the_trained_stage_of_a_run_with_the_same_recipe(tmp_path, run_dir, trained):
@@ -116,8 +116,8 @@ def test_prune_and_qat_distil_from_the_model_they_start_from_when_asked(tmp_path
     branch = RunDir(tmp_path / "distilled")
     branch.open(config, "test")
     branch.adopt(run_dir, ["train"])
-    _, prune_metrics = prune.run(train.load(branch), data, config, branch)
-    _, qat_metrics = qat.run(prune.load(branch), data, config, branch)
+    _, prune_metrics = pruning.run(training.load(branch), data, config, branch)
+    _, qat_metrics = quantization.run(pruning.load(branch), data, config, branch)
     for stage in ("prune", "qat"):
         history = fitting.read_history(branch.history(stage))
         assert history and all(r["distill_loss"] > 0 for r in history), stage
@@ -137,7 +137,7 @@ def test_qat_stage_after_pruning_keeps_the_zeros(pruned, quantized):
 
 
 def test_qat_stage_gives_each_block_one_range_and_the_int8_graph_no_requantization(run_dir, quantized, exported):
-    from tfdense.latency import graph_prefixes
+    from tfdense.cli.latency import graph_prefixes
 
     _, metrics = quantized
     # Block 1: the stem's ReLU (through its pool) and the concatenation; block 2: the
@@ -159,7 +159,7 @@ def test_export_stage_writes_a_full_int8_model_taking_raw_pixels(run_dir, export
 
 def test_evaluate_stage_measures_the_deployed_model_on_the_test_set(run_dir, data, exported, cifar10):
     model, _ = exported
-    _, metrics = evaluate.run(model, data, CONFIG, run_dir)
+    _, metrics = evaluation.run(model, data, CONFIG, run_dir)
     assert sum(map(sum, metrics.deployed.confusion_matrix)) == 10_000
     assert metrics.deployed.tflite_bytes == run_dir.export_file("model_int8.tflite").stat().st_size
     assert metrics.keras_weights == metrics.deployed.weights
@@ -173,7 +173,7 @@ def test_evaluate_stage_measures_the_deployed_model_on_the_test_set(run_dir, dat
 
 
 def test_ship_publishes_the_run_with_figures_measured_on_the_test_set(tmp_path, run_dir, exported, cifar10):
-    from tfdense import ship
+    from tfdense.cli import ship
 
     # A file shipped earlier: its latency is timed again beside the new ones and the peers.
     old = run_dir.export_file("model_int8.tflite").read_bytes()
@@ -199,14 +199,14 @@ def test_ship_publishes_the_run_with_figures_measured_on_the_test_set(tmp_path, 
 
 
 def test_ship_refuses_a_run_without_an_export(tmp_path, capsys):
-    from tfdense import ship
+    from tfdense.cli import ship
 
     assert ship.main([str(tmp_path), "--name", "model_int8"]) == 2
     assert "run the export stage" in capsys.readouterr().err
 
 
 def test_ship_refuses_to_replace_a_float_model_that_a_shipped_config_distils_from(tmp_path, run_dir, exported):
-    from tfdense import ship
+    from tfdense.cli import ship
 
     teacher = tmp_path / "tiny_int8_float.h5"
     teacher.write_bytes(b"the teacher")
@@ -219,7 +219,7 @@ def test_evaluate_without_an_export_names_the_missing_stage(tmp_path, data):
     run_dir = RunDir(tmp_path / "run")
     run_dir.open(CONFIG, "test")
     with pytest.raises(RunDirError, match="run the export stage first"):
-        evaluate.run(None, data, CONFIG, run_dir)
+        evaluation.run(None, data, CONFIG, run_dir)
 
 
 @pytest.mark.parametrize("distil", [False, True], ids=["alone", "distilling"])

@@ -9,7 +9,7 @@ from conftest import run_cli
 from tfdense.config import DenseNetConfig
 from tfdense.costs import model_costs
 from tfdense.model import build_densenet
-from tfdense.teacher import format_scores, main, score_teachers
+from tfdense.cli.teacher import format_scores, main, score_teachers
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_each_model_then_the_ensemble_is_scored_without_and_with_the_mirror(memb
 
 def test_cli_scores_on_the_real_validation_split(members, cifar10):
     files, _ = members
-    done = run_cli("tfdense.teacher", files[0])
+    done = run_cli("tfdense", "teacher", files[0])
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| member1.h5 |")]
     assert len(rows) == 2 and all(line.endswith(" |") and " % |" in line for line in rows)

@@ -164,5 +164,5 @@ def test_two_arms_of_one_name_are_refused():
 
 
 def test_ablation_refuses_a_bad_arm_before_any_work(tmp_path):
-    result = run_cli("tfdense.ablate", "--preset", "smoke", "--out", str(tmp_path / "a"), "--arm", "x=train.epochz=1", timeout=60)
+    result = run_cli("tfdense", "ablate", "--preset", "smoke", "--out", str(tmp_path / "a"), "--arm", "x=train.epochz=1", timeout=60)
     assert result.returncode == 2 and "unknown config key 'train.epochz'" in result.stderr

@@ -56,7 +56,7 @@ class DenseNetConfig:
     # pool, then the 1x1 conv, which then costs 4x fewer MACs (a sixth of the rung-1 model's).
     transition_pool: str = "max"
     # Groups of the 3x3 convs (falls back to 1 where widths don't divide). Measured: TensorFlow
-    # trains grouped convs ~6.5x slower on CPU than the same model ungrouped (56 against 364 img/s: python -m tfdense.bench --config tuning/configs/rung1_dn71k.yaml --set model.groups=2).
+    # trains grouped convs ~6.5x slower on CPU than the same model ungrouped (56 against 364 img/s: python -m tfdense bench --config tuning/configs/rung1_dn71k.yaml --set model.groups=2).
     groups: int = 1
     # Each dense layer's new maps from a depthwise kernel_size conv over the bottleneck, then a
     # 1x1 conv to growth_rate (tfdense.model.dense_layer), instead of one kernel_size conv.
@@ -161,7 +161,7 @@ class TrainConfig:
     # train/model.h5) whose softened predictions on the same augmented batch the student also
     # fits; loss = (1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T). Several files
     # form one teacher, the geometric mean of their predictions, more accurate than any of them
-    # (python -m tfdense.teacher tuning/teachers/dn111k_float.h5 tuning/teachers/dn71k_float.h5). Empty = off.
+    # (python -m tfdense teacher tuning/teachers/dn111k_float.h5 tuning/teachers/dn71k_float.h5). Empty = off.
     teacher: tuple[str, ...] = ()
     # The teacher also predicts the mirrored batch and averages both views (test-time flip
     # augmentation): a more accurate teacher for twice its forward passes, same student inputs.
@@ -171,7 +171,7 @@ class TrainConfig:
     seed: int = 0
     # XLA-compile the train and prune steps (QAT's fake-quant wrappers always run without):
     # measured 28 % slower than oneDNN on a 2-core CPU
-    # (python -m tfdense.bench --preset full --set train.batch_size=128 --set train.jit_compile=true).
+    # (python -m tfdense bench --preset full --set train.batch_size=128 --set train.jit_compile=true).
     jit_compile: bool = False
     verbose: int = 1  # Keras progress: 1 = bar with ETA, 2 = one line per epoch
 
@@ -321,7 +321,7 @@ PRESETS: dict[str, RunConfig] = {
     # Real data in <= 15 minutes on 2 cores; accuracy stated in the README.
     "quick": RunConfig(
         model=DenseNetConfig(name="densenet_quick", stem_filters=16, block_layers=(3, 4, 6), growth_rate=12, bottleneck=24),
-        # Batch 256 trains 21 % more img/s than 128 on 2 cores (python -m tfdense.bench --preset quick
+        # Batch 256 trains 21 % more img/s than 128 on 2 cores (python -m tfdense bench --preset quick
         # --set train.batch_size=128, then 256); lr scaled linearly.
         train=TrainConfig(epochs=15, batch_size=256, learning_rate=0.2, warmup_epochs=1),
         prune=PruneConfig(epochs=2, target_sparsity=0.5),

@@ -94,7 +94,7 @@ class ModelCosts:
 # and a per-channel scale and zero point, per layer its tensors, op and activation quantization
 # (BatchNorm and ReLU fold away but concatenations gain a requantize op), and a fixed header.
 # Least-squares fit on 8 DenseNets of 1k-173k weights through QAT with calibrated ranges and
-# conversion (python -m tfdense.sizefit): within 1 % from 42k weights up; files of
+# conversion (python -m tfdense sizefit): within 1 % from 42k weights up; files of
 # trained models ran 1-2 % larger.
 INT8_BYTES_PER_CHANNEL = 27.07
 INT8_BYTES_PER_LAYER = 135.16

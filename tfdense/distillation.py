@@ -53,7 +53,7 @@ class TeacherEnsemble(keras.Model):
 
     Averaging log-probabilities keeps what the members agree on sharp and softens where they
     disagree; on the validation split two DenseNets of 87.6 % and 86.5 % score 89.0 % this way,
-    89.8 % with their mirrored views (python -m tfdense.teacher tuning/teachers/dn111k_float.h5
+    89.8 % with their mirrored views (python -m tfdense teacher tuning/teachers/dn111k_float.h5
     tuning/teachers/dn71k_float.h5).
     """
 

@@ -20,9 +20,9 @@ from tfdense.hparams import flatten, log_hparams
 from tfdense.metrics import HEADLINE, STAGE_METRICS
 from tfdense.files import write_json
 from tfdense.rundir import STAGES, RunDir, result_identity
-from tfdense.stages import evaluate, export, float_source, prune, qat, train
+from tfdense.stages import evaluation, export, float_source, pruning, quantization, training
 
-MODULES = {"train": train, "prune": prune, "qat": qat, "export": export, "evaluate": evaluate}
+MODULES = {"train": training, "prune": pruning, "qat": quantization, "export": export, "evaluate": evaluation}
 
 
 def input_stage(stage: str, run_dir: RunDir) -> str | None:

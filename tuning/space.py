@@ -39,7 +39,7 @@ class Budget:
 # Default budgets: the shipped model's (a .tflite under ResNet-8's 98,496 bytes at <= its MACs),
 # and a tighter profile for the 64 KiB target.
 # Weights alone do not bound the file: 43k weights in 20 thin layers export to ~68 KB
-# (python -m tfdense.sizefit, row search-trial09).
+# (python -m tfdense sizefit, row search-trial09).
 PROFILES = {
     "rung1": Budget(max_weights=70_000, max_macs=12_500_000, max_bytes=98_496),
     "64k": Budget(max_weights=45_000, max_macs=12_500_000, max_bytes=65_536),
@@ -109,7 +109,7 @@ def declare(hp: kt.HyperParameters, space: str = "full") -> None:
     hp.Choice("bottleneck_factor", [0, 2, 4])  # bottleneck width = factor x growth; 0 = none
     hp.Choice("compression", [0.5, 0.75, 1.0])
     # No grouped convolutions: on this project's CPU, TensorFlow trains groups=2 at 56 img/s
-    # against 364 for the same model ungrouped (python -m tfdense.bench), 6.5x slower for 38 %
+    # against 364 for the same model ungrouped (python -m tfdense bench), 6.5x slower for 38 %
     # fewer MACs; a search would spend its budget waiting on them.
     hp.Fixed("groups", 1)
     hp.Float("learning_rate", 0.05, 0.4, sampling="log")

@@ -1,6 +1,6 @@
 """Where the time of a .tflite file goes, op by op, as LiteRT runs it on this CPU.
 
-    python -m tfdense.latency MODEL.tflite [MODEL.tflite ...] [--peers mlperf-tiny] [--rounds 5]
+    python -m tfdense latency MODEL.tflite [MODEL.tflite ...] [--peers mlperf-tiny] [--rounds 5]
 
 LiteRT's Python API has no per-op profiler, and the XNNPACK delegate runs the whole graph as
 one node. So `op_latency` times *prefixes* of the graph instead: model k is the first k ops of
@@ -119,7 +119,7 @@ def format_op_times(name: str, times: list[OpTime]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfdense.latency", description="Where the single-thread LiteRT time of .tflite files goes, op by op.")
+    parser = argparse.ArgumentParser(prog="python -m tfdense latency", description="Where the single-thread LiteRT time of .tflite files goes, op by op.")
     parser.add_argument("models", nargs="*", help=".tflite files taking 32x32x3 input")
     parser.add_argument("--peers", action="append", default=[], choices=sorted(PEER_SETS), help="also profile a peer set shipped with tfdense")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of 300 invocations per prefix (default %(default)s)")

@@ -1,7 +1,7 @@
 """Throughput of one config: training through the input pipeline vs on in-memory tensors.
 
-    python -m tfdense.bench --preset full [--set train.batch_size=256] [--steps 40] [--layers]
-    python -m tfdense.bench --config C.yaml --device [--arm NAME=OVERRIDES ...] [--rounds 15]
+    python -m tfdense bench --preset full [--set train.batch_size=256] [--steps 40] [--layers]
+    python -m tfdense bench --config C.yaml --device [--arm NAME=OVERRIDES ...] [--rounds 15]
 
 Reports training img/s through the full tf.data pipeline (real CIFAR-10, augmentation on),
 model-only training img/s on one batch held in memory, their ratio (the pipeline is not the
@@ -221,7 +221,7 @@ def format_device_times(rows: list[DeviceTime]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfdense.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tfdense bench", description=__doc__.split("\n\n")[0])
     add_config_arguments(parser, what="the benchmark")
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per measurement")
     parser.add_argument("--intra-op-threads", type=int, default=0, help="TensorFlow intra-op threads (0 = TF's default)")

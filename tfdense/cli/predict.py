@@ -1,4 +1,4 @@
-"""`python -m tfdense.predict IMAGE... [--model FILE] [--top K]`: classify photos with a .tflite.
+"""`python -m tfdense predict IMAGE... [--model FILE] [--top K]`: classify photos with a .tflite.
 
 Any PNG, JPEG, GIF or BMP of any size: decoded to RGB, resized to 32x32 (bilinear, with
 antialiasing so a large photo is averaged rather than sampled), and fed as raw pixels through
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "exports" / "model_int8.tflite"
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "exports" / "model_int8.tflite"
 
 
 class ImageError(ValueError):
@@ -37,7 +37,7 @@ def load_image(path: str | Path, size: int = 32) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfdense.predict", description="Classify images with a CIFAR-10 .tflite model.")
+    parser = argparse.ArgumentParser(prog="python -m tfdense predict", description="Classify images with a CIFAR-10 .tflite model.")
     parser.add_argument("images", nargs="+", help="PNG/JPEG/GIF/BMP files of any size")
     parser.add_argument("--model", default=str(SHIPPED_MODEL), help=f"a 32x32x3 CIFAR-10 .tflite (default: {SHIPPED_MODEL.relative_to(SHIPPED_MODEL.parents[1])})")
     parser.add_argument("--top", type=int, default=3, help="labels to print per image (default 3)")

@@ -1,6 +1,6 @@
-"""`python -m tfdense.teacher MODEL.h5 [MODEL.h5 ...]`: what teacher a set of trained models makes.
+"""`python -m tfdense teacher MODEL.h5 [MODEL.h5 ...]`: what teacher a set of trained models makes.
 
-    python -m tfdense.teacher tuning/teachers/dn111k_float.h5 tuning/teachers/dn71k_float.h5
+    python -m tfdense teacher tuning/teachers/dn111k_float.h5 tuning/teachers/dn71k_float.h5
 
 A student runs for hours against its teacher, so score the teacher first: the validation
 accuracy of each model alone and of all of them as one `train.teacher` (the geometric mean of
@@ -58,7 +58,7 @@ def format_scores(scores: list[TeacherScore]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfdense.teacher", description=__doc__.split("\n\n")[0].replace("`", ""))
+    parser = argparse.ArgumentParser(prog="python -m tfdense teacher", description=__doc__.split("\n\n")[0].replace("`", ""))
     parser.add_argument("models", nargs="+", help="trained Keras model files (e.g. RUN/train/model.h5)")
     parser.add_argument("--val-size", type=int, default=DataConfig.val_size, help="the runs' data.val_size (default %(default)s)")
     parser.add_argument("--split-seed", type=int, default=DataConfig.split_seed, help="the runs' data.split_seed (default %(default)s)")

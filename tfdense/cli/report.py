@@ -1,6 +1,6 @@
 """A Markdown table and PNG plots of runs, next to the MLPerf Tiny peers, measured in one process.
 
-    python -m tfdense.report runs/quick [runs/other ...] --peers mlperf-tiny --out report/
+    python -m tfdense report runs/quick [runs/other ...] --peers mlperf-tiny --out report/
 
 Every .tflite of every run (and every peer) is evaluated again here by the same LiteRT
 evaluator on the 10,000 test images, so accuracies and latencies are comparable. Writes
@@ -115,7 +115,7 @@ def build_report(run_dirs: list[Path], peers: list[Path], out: Path, latency_ima
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfdense.report", description="Markdown table and plots of tfdense runs beside peer models.")
+    parser = argparse.ArgumentParser(prog="python -m tfdense report", description="Markdown table and plots of tfdense runs beside peer models.")
     parser.add_argument("runs", nargs="+", help="run directories (with metrics.json and model_*.tflite)")
     parser.add_argument("--peers", nargs="*", default=[], help=f"peer .tflite files, or a peer set shipped with tfdense ({', '.join(PEER_SETS)})")
     parser.add_argument("--out", default="report", help="output folder (default: report/)")

@@ -1,4 +1,4 @@
-"""`python -m tfdense.ship RUN --name NAME [--out exports]`: publish a finished run's model.
+"""`python -m tfdense ship RUN --name NAME [--out exports]`: publish a finished run's model.
 
 Copies the run's deployable files into `exports/` under `NAME` (`NAME.tflite` from
 `model_int8.tflite`, `NAME` with `int8` -> `uint8` from `model_uint8.tflite`, the TFLite Micro C
@@ -14,8 +14,8 @@ as `NAME_float.h5` when under 2 MiB, and the model card's plots are redrawn, eve
 file beside the peers: `exports/accuracy_vs_bytes.png` (flash) and `exports/accuracy_vs_arena.png`
 (the tensor arena's RAM, `tfdense.device`, recorded with the Ethos-U figures of Vela).
 
-    python -m tfdense.ship --refresh
-    python -m tfdense.ship --table
+    python -m tfdense ship --refresh
+    python -m tfdense ship --table
 
 `--refresh` re-measures what `exports/` already holds without shipping a run: every file's arena
 RAM and Vela figures, the peers (`exports/peers.json`), the interleaved latencies, and the plots.
@@ -39,7 +39,7 @@ from tfdense.config import DataConfig, RunConfig, apply_dict, from_dict, load_co
 from tfdense.files import read_json, write_atomic, write_json
 from tfdense.rundir import RunDir
 
-EXPORTS = Path(__file__).resolve().parents[1] / "exports"
+EXPORTS = Path(__file__).resolve().parents[2] / "exports"
 FLOAT_SOURCE_LIMIT = 2 * 1024 * 1024
 PEERS_FILE = "peers.json"  # the MLPerf Tiny peers, measured beside the shipped files
 SHIPPED_KEYS = ("test_accuracy", "tflite_bytes", "gzip_bytes", "weights", "nonzero_weights", "params", "macs", "imt_score", "latency_ms",
@@ -142,7 +142,7 @@ def teacher_configs(float_file: Path, configs: list[Path]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfdense.ship", description=__doc__.split("\n\n")[0].replace("`", ""))
+    parser = argparse.ArgumentParser(prog="python -m tfdense ship", description=__doc__.split("\n\n")[0].replace("`", ""))
     parser.add_argument("run", nargs="?", help="a run directory whose export stage completed")
     parser.add_argument("--name", help="file stem in exports/, e.g. model_int8 or model_int8_large (must contain 'int8')")
     parser.add_argument("--refresh", action="store_true",

@@ -1,4 +1,4 @@
-"""`python -m tfdense.evaluate MODEL.tflite [MODEL.tflite ...] [--json out.json]`
+"""`python -m tfdense evaluate MODEL.tflite [MODEL.tflite ...] [--json out.json]`
 
 Runs each model with the ai-edge-litert interpreter on all 10,000 test images: accuracy,
 per-class accuracy, confusion matrix, median single-thread latency, file and gzip bytes, the
@@ -22,7 +22,7 @@ from tfdense.files import write_json
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfdense.evaluate", description="Evaluate CIFAR-10 .tflite models with LiteRT on the 10,000 test images.")
+    parser = argparse.ArgumentParser(prog="python -m tfdense evaluate", description="Evaluate CIFAR-10 .tflite models with LiteRT on the 10,000 test images.")
     parser.add_argument("models", nargs="*", help=".tflite files taking raw-pixel 32x32x3 input")
     parser.add_argument("--peers", action="append", default=[], choices=sorted(PEER_SETS), help="also evaluate a peer set shipped with tfdense")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")

@@ -1,7 +1,7 @@
 """Where the bytes of a .tflite file go, how to drop the ones a device does not need, and its RAM.
 
-    python -m tfdense.footprint MODEL.tflite [MODEL.tflite ...] [--strip OUT.tflite]
-    python -m tfdense.footprint --device exports/*int8*.tflite
+    python -m tfdense footprint MODEL.tflite [MODEL.tflite ...] [--strip OUT.tflite]
+    python -m tfdense footprint --device exports/*int8*.tflite
 
 `--device` prints, for each int8 file and the MLPerf Tiny peers, flash (the file's bytes) and its
 gzip, the tensor arena's activation RAM as TensorFlow Lite Micro's greedy planner would lay it
@@ -171,7 +171,7 @@ def _device_main(paths: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfdense.footprint", description="Where the bytes of .tflite files go, and the RAM they need.")
+    parser = argparse.ArgumentParser(prog="python -m tfdense footprint", description="Where the bytes of .tflite files go, and the RAM they need.")
     parser.add_argument("models", nargs="+", help=".tflite files")
     parser.add_argument("--strip", metavar="OUT", help="write the first model, stripped of names and min/max, to OUT")
     parser.add_argument("--device", action="store_true",

@@ -1,4 +1,4 @@
-"""`python -m tfdense.sizefit [--out FILE]`: measure the int8 file-size predictor against real conversions.
+"""`python -m tfdense sizefit [--out FILE]`: measure the int8 file-size predictor against real conversions.
 
 Builds nine DenseNets of 1k-173k weights (the presets' and the search's shapes, one with depthwise layers), gives their
 BatchNorms trained-looking statistics (they fold into distinct biases, which the converter
@@ -59,7 +59,7 @@ def fit(rows: list[dict]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfdense.sizefit", description=__doc__.split("\n\n")[0].replace("`", ""))
+    parser = argparse.ArgumentParser(prog="python -m tfdense sizefit", description=__doc__.split("\n\n")[0].replace("`", ""))
     parser.add_argument("--out", help="also write the measurements and both fits as JSON here")
     args = parser.parse_args(argv)
 

@@ -1,6 +1,6 @@
-"""`python -m tfdense.compare`: runs' validation accuracy against a reference run, epoch by epoch.
+"""`python -m tfdense compare`: runs' validation accuracy against a reference run, epoch by epoch.
 
-    python -m tfdense.compare tuning/curves/rung1-v3.csv tuning/curves/rung1-v3-k4s2.csv --since 16 --plot curves.png
+    python -m tfdense compare tuning/curves/rung1-v3.csv tuning/curves/rung1-v3-k4s2.csv --since 16 --plot curves.png
 
 The first run is the reference. Each other run is compared with it only at the epochs both have
 recorded, so a run still training can be judged against a finished one at the same point of its
@@ -81,7 +81,7 @@ def epoch_table(curves: dict[str, list[tuple[int, float]]], since: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfdense.compare", description=__doc__.split("\n\n")[0].replace("`", ""),
+    parser = argparse.ArgumentParser(prog="python -m tfdense compare", description=__doc__.split("\n\n")[0].replace("`", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories or history.csv files; the first is the reference")
     parser.add_argument("--stage", default="train", choices=("train", "prune", "qat"), help="whose history to compare (default: train)")

@@ -1,6 +1,6 @@
-"""`python -m tfdense.ablate`: what each recipe change buys, one at a time, at a fixed budget.
+"""`python -m tfdense ablate`: what each recipe change buys, one at a time, at a fixed budget.
 
-    python -m tfdense.ablate --preset full --config tuning/configs/rung1_dn71k.yaml --set train.epochs=30 \\
+    python -m tfdense ablate --preset full --config tuning/configs/rung1_dn71k.yaml --set train.epochs=30 \\
         --arm baseline --arm ema=train.ema_momentum=0.999 --arm ls0.2=train.label_smoothing=0.2 \\
         --out tuning/ablations/rung1-30ep
 
@@ -26,7 +26,7 @@ from tfdense.tables import markdown_table
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfdense.ablate", description=__doc__.split("\n\n")[0].replace("`", ""),
+    parser = argparse.ArgumentParser(prog="python -m tfdense ablate", description=__doc__.split("\n\n")[0].replace("`", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     add_config_arguments(parser, what="every arm")
     parser.add_argument("--arm", action="append", required=True, metavar="NAME[=OVERRIDES]", help="one arm; the first is the reference")
