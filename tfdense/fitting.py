@@ -1,6 +1,6 @@
 """The one resumable fit loop, shared by every fitting stage (train, prune, QAT) and the tuner.
 
-`fit(build, data, recipe, workdir)` seeds, builds the model inside the distribution strategy's
+`fit(build, data, data_config, recipe, paths)` seeds, builds the model inside the distribution strategy's
 scope, compiles it with SGD + Nesterov under a warm-up/decay schedule, decoupled weight decay
 and label smoothing, and trains with: BackupAndRestore (resume after any kill, schedule
 included), a per-epoch `history.csv`, TensorBoard, and optionally a best-on-validation

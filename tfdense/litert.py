@@ -215,13 +215,13 @@ def graph_stats(model: str | Path | bytes) -> GraphStats:
 
 
 def evaluate_tflite(
-    path: str | Path | bytes, x_test: np.ndarray, y_test: np.ndarray, threads: int = 1, latency_images: int = 300, structured_fraction: float = 0.0
+    path: str | Path | bytes, x_test: np.ndarray, y_test: np.ndarray, threads: int = 1, latency_images: int = 300
 ) -> tuple[ModelMetrics, np.ndarray]:
     """One model on the test images: its `ModelMetrics` (with its arena RAM and Vela figures,
     `tfdense.device`) and its top-1 predictions.
 
-    Raises ModelError for a file that is not a usable classifier. `structured_fraction` is
-    the IMT score's p_s (channels removed by structured pruning); p_u is read from the file.
+    Raises ModelError for a file that is not a usable classifier. The IMT score's p_u is read
+    from the file; its p_s (channels removed) is already in the slimmed graph's weights and MACs.
     """
     model = TFLiteClassifier(path, threads=threads)
     predictions = model.scores(x_test, progress=True).argmax(axis=1)
@@ -242,7 +242,7 @@ def evaluate_tflite(
         params=stats.weights + stats.biases,
         macs=stats.macs,
         weight_bits=stats.weight_bits,
-        imt_score=imt_score(stats.weights, stats.macs, q_w=stats.weight_bits, q_a=q_a, p_s=structured_fraction, p_u=p_u),
+        imt_score=imt_score(stats.weights, stats.macs, q_w=stats.weight_bits, q_a=q_a, p_s=0.0, p_u=p_u),
         micronet_score=micronet_score(stats.weights, stats.nonzero_weights, stats.macs, q_w=stats.weight_bits, q_a=q_a)["micronet_score"],
         latency_ms=model.latency_ms(x_test[:latency_images]),
         threads=threads,

@@ -1,4 +1,4 @@
-"""A functional, QAT-ready DenseNet for 32x32 images, and its analytical cost counts.
+"""A functional, QAT-ready DenseNet for 32x32 images (and the plain teacher); costs are counted in `tfdense.costs`.
 
 Every convolution is Conv -> BatchNorm -> ReLU (post-activation) so that TF-MOT folds each
 BatchNorm into the convolution before it; the pre-activation BN -> ReLU -> Conv of the original
