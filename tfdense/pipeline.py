@@ -20,14 +20,14 @@ from tfdense.hparams import flatten, log_hparams
 from tfdense.metrics import HEADLINE, STAGE_METRICS
 from tfdense.files import write_json
 from tfdense.rundir import STAGES, RunDir, result_identity
-from tfdense.stages import evaluation, export, float_source, pruning, quantization, training
+from tfdense.stages import evaluation, export, pruning, quantization, training
 
 MODULES = {"train": training, "prune": pruning, "qat": quantization, "export": export, "evaluate": evaluation}
 
 
 def input_stage(stage: str, run_dir: RunDir) -> str | None:
     """The stage whose model `stage` starts from (None: train builds a new one)."""
-    return {"train": None, "prune": "train", "qat": float_source(run_dir), "export": "qat", "evaluate": "qat"}[stage]
+    return {"train": None, "prune": "train", "qat": run_dir.float_source(), "export": "qat", "evaluate": "qat"}[stage]
 
 
 def run(config: RunConfig, run_dir: RunDir, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:

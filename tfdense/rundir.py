@@ -120,6 +120,10 @@ class RunDir:
         return sorted(self.path.glob("model_*.tflite"))
 
     # --- state ------------------------------------------------------------------------------
+    def float_source(self) -> str:
+        """The stage whose float model QAT starts from: prune when it ran, else train."""
+        return "prune" if self.is_complete("prune") else "train"
+
     def has_progress(self) -> bool:
         """Whether any stage has completed an epoch or finished: what a failed start must not delete."""
         return any(self.is_complete(s) for s in STAGES) or any(read_history(self.history(s)) for s in STAGE_INPUTS)

@@ -196,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from tfdense.data import load_test
     from tfdense.litert import evaluate_tflite
-    from tfdense.stages import float_source
     from tfdense.conversion import c_array
 
     out.mkdir(parents=True, exist_ok=True)
@@ -209,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     write_atomic(out / f"{args.name}.cc", source)
     write_atomic(out / f"{args.name}.h", header)
     shutil.copyfile(run_dir.export_file("labels.txt"), out / "labels.txt")
-    float_model = run_dir.model(float_source(run_dir))
+    float_model = run_dir.model(run_dir.float_source())
     if float_model.exists() and float_model.stat().st_size <= FLOAT_SOURCE_LIMIT:
         shutil.copyfile(float_model, out / f"{args.name}_float.h5")
     # YAML's safe dumper writes lists, not tuples.

@@ -36,11 +36,6 @@ def load_keras_model(path, custom_scope=None) -> keras.Model:
         return keras.models.load_model(str(path), compile=False)
 
 
-def float_source(run_dir: RunDir) -> str:
-    """The stage whose float model QAT starts from: prune when it ran, else train."""
-    return "prune" if run_dir.is_complete("prune") else "train"
-
-
 def with_teacher(recipe: Recipe, run_dir: RunDir, stage: str, distill: bool) -> Recipe:
     """`recipe` distilling from the saved model of `stage` in this run when `distill` is set."""
     return dataclasses.replace(recipe, teacher=(str(run_dir.require(run_dir.model(stage), stage)),), teacher_flip=False) if distill else recipe

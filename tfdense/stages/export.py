@@ -22,7 +22,7 @@ from tfdense.litert import TFLiteClassifier, graph_stats
 from tfdense.metrics import ExportMetrics
 from tfdense.files import write_atomic
 from tfdense.rundir import RunDir
-from tfdense.stages import float_source, load_keras_model
+from tfdense.stages import load_keras_model
 
 NAME = "export"
 PIXEL_INPUT_QUANTIZATION = (1.0, -128.0)  # q = pixel - 128
@@ -58,7 +58,7 @@ def run(model: keras.Model, data: Cifar, config: RunConfig, run_dir: RunDir) -> 
         uint8 = stripped_if_identical(uint8, data.x_val[:500])
     _check_uint8_twin(uint8, int8, data.x_val[:500])
     written["model_uint8.tflite"] = uint8
-    source = float_source(run_dir)
+    source = run_dir.float_source()
     float_model = load_keras_model(run_dir.require(run_dir.model(source), source))
     written["model_float.tflite"] = to_tflite(float_model, int8=False)
     if source == "prune":

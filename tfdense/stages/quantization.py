@@ -22,7 +22,7 @@ from tfdense.costs import model_costs, weight_zero_fraction
 from tfdense.data import Cifar
 from tfdense.metrics import QatMetrics
 from tfdense.rundir import RunDir
-from tfdense.stages import fit_paths, float_source, load_keras_model, with_teacher
+from tfdense.stages import fit_paths, load_keras_model, with_teacher
 
 NAME = "qat"
 
@@ -33,7 +33,7 @@ def run(model: keras.Model, data: Cifar, config: RunConfig, run_dir: RunDir) -> 
     When the prune stage ran, its zeros are kept (`Default8BitPrunePreserveQuantizeScheme`).
     """
     qat = config.qat
-    source = float_source(run_dir)
+    source = run_dir.float_source()
     recipe = with_teacher(fitting.Recipe.for_stage(config, NAME), run_dir, source, qat.distill)
     preserve = source == "prune"
     sample = np.random.default_rng(recipe.seed).choice(len(data.x_train), size=min(qat.calibration_images, len(data.x_train)), replace=False)
