@@ -302,8 +302,13 @@ def test_distillation_trains_the_student_against_a_saved_teacher(tmp_path, data,
     assert all(r["distill_loss"] > 0 for r in history) and summary.epochs == 2
     assert student.name == "tiny" and student.count_params() < teacher_model.count_params()
     # The teacher is untouched by the student's training.
-    for a, b in zip(teacher_model.get_weights(), fitting.keras.models.load_model(str(teacher_path), compile=False).get_weights()):
+    for a, b in zip(teacher_model.get_weights(), fitting.keras.models.load_model(str(teacher_path), compile=False).get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+    # The resume checkpoint holds the student and its optimizer, not the teacher's variables.
+    import tensorflow as tf
+
+    saved = [name for name, _ in tf.train.list_variables(tf.train.latest_checkpoint(str(paths.backup / "chief")))]
+    assert any("student" in name for name in saved) and not any("teacher" in name for name in saved), saved
 
 
 def test_a_teacher_ensemble_predicts_the_geometric_mean_of_its_members_and_their_mirrors(tmp_path, data):
