@@ -54,3 +54,22 @@ def test_cli_scores_on_the_real_validation_split(members, cifar10):
 def test_a_missing_model_file_is_refused_before_any_data_loads(members, capsys):
     assert main([members[0][0], "nowhere.h5", "--data-dir", "/no/such/dir"]) == 2
     assert "no such model file: nowhere.h5" in capsys.readouterr().err
+
+
+def test_half_precision_copy_loads_into_the_same_model_and_predicts_within_float16_rounding(members, tmp_path):
+    import h5py
+    import tf_keras as keras
+
+    from tfdense.files import half_precision_copy
+
+    files, models = members
+    half = tmp_path / "half.h5"
+    half_precision_copy(files[1], half)
+    with h5py.File(half) as f:
+        dtypes = set()
+        f.visititems(lambda name, obj: dtypes.add(obj.dtype.name) if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f" else None)
+    assert dtypes == {"float16"}
+    copy = keras.models.load_model(str(half), compile=False)
+    assert [w.dtype for w in copy.weights] == [w.dtype for w in models[1].weights]  # float32 variables again
+    x = np.random.default_rng(1).integers(0, 256, (16, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(copy.predict(x, verbose=0), models[1].predict(x, verbose=0), atol=2e-3)

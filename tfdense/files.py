@@ -54,3 +54,34 @@ def read_history(path: Path) -> list[dict[str, float]]:
 def validation_curve(path: Path) -> list[tuple[int, float]]:
     """(epoch, validation accuracy) of every epoch a fit's history recorded."""
     return [(r["epoch"], r["val_accuracy"]) for r in read_history(path) if "val_accuracy" in r]
+
+
+def half_precision_copy(source: Path, destination: Path) -> None:
+    """Copies a Keras .h5 model file with every float32 array stored as float16.
+
+    Keras loads it into the model's float32 variables as it would the original, so a teacher
+    of 1.97M parameters fits in git's 5 MiB per file (3.9 MB instead of 7.9 MB); the predictions
+    move by float16 rounding, which `python -m tfdense teacher` scores beside the original.
+    """
+    import shutil
+
+    import h5py
+    import numpy as np
+
+    destination = Path(destination)
+    tmp = destination.with_name("." + destination.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    try:
+        with h5py.File(tmp, "r+") as f:
+            names: list[str] = []
+            f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) and obj.dtype == np.float32 else None)
+            for name in names:
+                data, attrs = f[name][()], dict(f[name].attrs)
+                parent, key = f[name].parent, name.rsplit("/", 1)[-1]
+                del parent[key]
+                parent.create_dataset(key, data=data.astype(np.float16))
+                parent[key].attrs.update(attrs)
+        os.replace(tmp, destination)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,6 +1,7 @@
 """`python -m tfdense teacher MODEL.h5 [MODEL.h5 ...]`: what teacher a set of trained models makes.
 
     python -m tfdense teacher tuning/teachers/dn111k_float.h5 tuning/teachers/dn71k_float.h5
+    python -m tfdense teacher RUN/train/model.h5 --half-precision tuning/teachers/NAME_fp16.h5
 
 A student runs for hours against its teacher, so score the teacher first: the validation
 accuracy of each model alone and of all of them as one `train.teacher` (the geometric mean of
@@ -63,17 +64,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-size", type=int, default=DataConfig.val_size, help="the runs' data.val_size (default %(default)s)")
     parser.add_argument("--split-seed", type=int, default=DataConfig.split_seed, help="the runs' data.split_seed (default %(default)s)")
     parser.add_argument("--data-dir", help="local CIFAR-10 copy (see README)")
+    parser.add_argument("--half-precision", metavar="OUT.h5",
+                        help="with one model: also write it with float16 weights to OUT.h5 (half the bytes, for committing) and score that copy")
     args = parser.parse_args(argv)
     missing = [m for m in args.models if not Path(m).is_file()]
     if missing:
         print(f"error: no such model file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if args.half_precision and len(args.models) != 1:
+        print("error: --half-precision copies one model; give exactly one", file=sys.stderr)
         return 2
     try:
         data = prepare(DataConfig(data_dir=args.data_dir, val_size=args.val_size, split_seed=args.split_seed))
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(format_scores(score_teachers(args.models, data.x_val, data.y_val)))
+    files = list(args.models)
+    if args.half_precision:
+        from tfdense.files import half_precision_copy
+
+        half_precision_copy(Path(files[0]), Path(args.half_precision))
+        files.append(args.half_precision)
+    scores = [s for f in files for s in score_teachers([f], data.x_val, data.y_val)] if args.half_precision else score_teachers(files, data.x_val, data.y_val)
+    print(format_scores(scores))
     return 0
 
 
