@@ -111,5 +111,6 @@ def test_interleaved_latency_times_every_model_each_round_in_a_rotating_order():
     names = [p.name for p in files]
     assert order[:2] == [(n, 20) for n in names]  # the warm-up, then three rounds of 30 images
     assert [n for n, _ in order[2:]] == [names[0], names[1], names[1], names[0], names[0], names[1]]
-    # ResNet-8 does 12.5M MACs per image, the large ResNet 76.5M.
-    assert 0 < small < large
+    # Only positive: which is faster is the machine's (beside a training on both cores the large
+    # ResNet, 6x ResNet-8's MACs, timed 0.31 ms against 0.39), the order above is the code's.
+    assert small > 0 and large > 0
