@@ -72,22 +72,22 @@ def declare(hp: kt.HyperParameters, space: str = "full") -> None:
         return
     if space == "ninety":
         # Resolution, not width, is what the rung-1 models lacked (the pooled stem: +3.84 points at
-        # 12 epochs, tuning/ablations/rung1-arch-12ep): the stem keeps 32x32, and depthwise
-        # layers buy the width there at 1x1 prices. 69 of 150 random draws fit the ninety budget,
-        # the largest at 84k weights: the byte limit binds first, each output channel costing
-        # about 27 bytes of bias and quantization parameters (tfdense.costs).
+        # 12 epochs, tuning/ablations/rung1-arch-12ep): the stem keeps 32x32. Depthwise layers buy
+        # width there at 1x1 prices in weights, but not in bytes: every output channel costs about
+        # 27 bytes of bias and quantization parameters (tfdense.costs), so under 131,072 bytes a
+        # depthwise DenseNet holds at most ~75k weights, a 3x3 one ~110k; the search weighs both.
         hp.Choice("stem_filters", [24, 32])
         hp.Fixed("stem", "full")
         hp.Fixed("stem_init", "whiten")
         hp.Fixed("transition_pool", "max_first")
-        hp.Fixed("depthwise", True)
+        hp.Choice("depthwise", [True, False])
         hp.Choice("kernel_size", [3, 5])
         hp.Choice("growth_rate", [16, 24, 32])
         hp.Fixed("blocks", 3)
         hp.Int("layers_1", 2, 4)
         hp.Int("layers_2", 2, 4)
         hp.Int("layers_3", 1, 4)
-        hp.Choice("bottleneck_factor", [2, 3, 4])
+        hp.Choice("bottleneck_factor", [0, 2, 3, 4])
         hp.Choice("compression", [0.5, 0.75])
         hp.Fixed("groups", 1)
         hp.Float("learning_rate", 0.1, 0.4, sampling="log")
