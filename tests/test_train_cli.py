@@ -131,7 +131,7 @@ def test_stage_without_its_input_model_is_refused(tmp_path, cifar10):
 @pytest.mark.slow
 def test_ablation_trains_each_arm_and_tabulates_the_differences(tmp_path, cifar10):
     out = tmp_path / "ablation"
-    args = ["tfdense.ablate", "--preset", "smoke", "--set", "train.epochs=1", "--set", "data.train_subset=500", "--out", str(out),
+    args = ["tfdense", "ablate", "--preset", "smoke", "--set", "train.epochs=1", "--set", "data.train_subset=500", "--out", str(out),
             "--arm", "base", "--arm", "ls0=train.label_smoothing=0.0"]
     result = run_cli(*args, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
