@@ -101,7 +101,7 @@ def test_too_many_blocks_for_the_map_is_rejected():
 
 
 def test_a_run_saved_before_new_fields_existed_resumes_as_the_same_experiment():
-    from tfdense.rundir import result_identity
+    from tfdense.config import result_identity
 
     saved = json.loads(json.dumps(PRESETS["full"].to_dict()))
     for field in ("ema_momentum", "teacher", "distill_alpha", "distill_temperature"):

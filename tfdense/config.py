@@ -509,3 +509,23 @@ def resolve(preset: str, config_file: str | None = None, overrides: list[str] = 
 def from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuilds a RunConfig saved with `to_dict` (e.g. a run directory's config.json)."""
     return apply_dict(RunConfig(), data)
+
+
+# Fields that do not change what a run computes: a resumed run may differ in them.
+NON_RESULT_FIELDS = (("train", "verbose"), ("data", "data_dir"), ("evaluate", "threads"), ("evaluate", "latency_images"))
+
+
+def result_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config (as saved in config.json) that decides a run's results.
+
+    Read through today's `RunConfig`, so a config saved before a field existed compares equal
+    to one holding that field's default (whose behaviour is the old one).
+    """
+    try:
+        config = from_dict(config).to_dict()
+    except ConfigError:
+        pass  # not loadable today: compared as saved, so it differs
+    identity = json.loads(json.dumps(config))  # a deep copy, tuples as lists
+    for section, name in NON_RESULT_FIELDS:
+        identity.get(section, {}).pop(name, None)
+    return identity

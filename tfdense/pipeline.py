@@ -19,7 +19,8 @@ from tfdense.config import RunConfig
 from tfdense.hparams import flatten, log_hparams
 from tfdense.metrics import HEADLINE, STAGE_METRICS
 from tfdense.files import write_json
-from tfdense.rundir import STAGES, RunDir, result_identity
+from tfdense.config import result_identity
+from tfdense.rundir import STAGES, RunDir
 from tfdense.stages import evaluation, export, pruning, quantization, training
 
 MODULES = {"train": training, "prune": pruning, "qat": quantization, "export": export, "evaluate": evaluation}

@@ -1,4 +1,4 @@
-"""The run directory: every path a run writes, and resume identity.
+"""The run directory: every path a run writes, and whether a directory may be resumed.
 
     RUN/config.json                 resolved config, preset, git revision
     RUN/metrics.json                the deployed model's figures and every stage's metrics
@@ -16,7 +16,6 @@ Only this module knows these names; stages ask it for paths.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -25,11 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import tfdense
-from tfdense.config import ConfigError, RunConfig, from_dict
+from tfdense.config import RunConfig, result_identity
 from tfdense.files import read_history, read_json, write_json
-
-# Fields that do not change what a run computes: a resumed run may differ in them.
-NON_RESULT_FIELDS = (("train", "verbose"), ("data", "data_dir"), ("evaluate", "threads"), ("evaluate", "latency_images"))
 
 STAGES = ("train", "prune", "qat", "export", "evaluate")
 
@@ -56,22 +52,6 @@ def git_revision() -> str | None:
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def result_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a config (as saved in config.json) that decides a run's results.
-
-    Read through today's `RunConfig`, so a config saved before a field existed compares equal
-    to one holding that field's default (whose behaviour is the old one).
-    """
-    try:
-        config = from_dict(config).to_dict()
-    except ConfigError:
-        pass  # not loadable today: compared as saved, so it differs
-    identity = json.loads(json.dumps(config))  # a deep copy, tuples as lists
-    for section, name in NON_RESULT_FIELDS:
-        identity.get(section, {}).pop(name, None)
-    return identity
 
 
 class RunDir:
