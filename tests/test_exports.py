@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -36,8 +35,7 @@ def test_shipped_model_has_its_recorded_arena_ram_and_ethos_u_figures(name):
     from tfdense.device import device_figures
 
     figures = device_figures((EXPORTS / name).read_bytes())
-    assert REGISTRY[name]["arena_bytes"] == figures.arena_bytes and REGISTRY[name]["arena_peak_op"] == figures.arena_peak_op
-    assert REGISTRY[name]["npu"] == {a: dataclasses.asdict(f) for a, f in figures.npu.items()}
+    assert {k: REGISTRY[name][k] for k in ("arena_bytes", "arena_peak_op", "npu")} == figures.to_metrics()
     assert all(f.all_on_npu for f in figures.npu.values()) and len(figures.npu) == 2
 
 

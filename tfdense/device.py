@@ -23,6 +23,7 @@ after Vela's compression), operators on the NPU and on the CPU, estimated infere
 from __future__ import annotations
 
 import csv
+import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -99,7 +100,8 @@ def greedy_plan(buffers: list[Buffer], op_names: list[str] | None = None) -> Are
     return ArenaPlan(arena, max(live, default=0), label, {b.name: o for b, o in zip(buffers, offsets)})
 
 
-def _read(content: bytes):
+def read_model(content: bytes):
+    """The FlatBuffer of a .tflite as LiteRT's object API reads it; DeviceError when it is not one."""
     if len(content) < 8 or content[4:8] != b"TFL3":
         raise DeviceError("not a TFLite model (no TFL3 identifier)")
     try:
@@ -108,9 +110,14 @@ def _read(content: bytes):
         raise DeviceError(f"not a readable TFLite model ({type(e).__name__})") from e
 
 
+def builtin_codes(model) -> list[int]:
+    """Each operator code's builtin operator (files written since TFLite 2.3 keep it in a second field)."""
+    return [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+
+
 def check_int8_classifier(content: bytes) -> None:
     """DeviceError unless `content` is a TFLite model with one 32x32x3 input of int8 or uint8."""
-    model = _read(content)
+    model = read_model(content)
     graph = model.subgraphs[0]
     if len(graph.inputs) != 1:
         raise DeviceError(f"expected one input, found {len(graph.inputs)}")
@@ -125,9 +132,9 @@ def check_int8_classifier(content: bytes) -> None:
 
 def activation_buffers(content: bytes) -> tuple[list[Buffer], list[str]]:
     """Every non-constant tensor of the main graph with its lifetime, and the operator types in order."""
-    model = _read(content)
+    model = read_model(content)
     graph = model.subgraphs[0]
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    codes = builtin_codes(model)
     op_names = [_OP_NAMES.get(codes[op.opcodeIndex], "CUSTOM") for op in graph.operators]
     last_op = len(graph.operators) - 1
 
@@ -229,6 +236,11 @@ class DeviceFigures:
     arena_bytes: int
     arena_peak_op: str
     npu: dict[str, VelaFigures]  # by accelerator; empty for a float file (Vela compiles int8 only)
+
+    def to_metrics(self) -> dict:
+        """The `arena_bytes`, `arena_peak_op` and `npu` entries of a file's metrics (`metrics.ModelMetrics`)."""
+        return {"arena_bytes": self.arena_bytes, "arena_peak_op": self.arena_peak_op,
+                "npu": {a: dataclasses.asdict(f) for a, f in self.npu.items()}}
 
 
 def device_figures(content: bytes, accelerators: tuple[str, ...] = ACCELERATORS) -> DeviceFigures:

@@ -9,7 +9,6 @@ confusion matrix, median latency, bytes, scores.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import sys
 import time
@@ -249,9 +248,7 @@ def evaluate_tflite(
         input_dtype=np.dtype(model.input["dtype"]).name,
         input_quantization=[float(v) for v in model.input["quantization"]],
         ops=list(stats.ops),
-        arena_bytes=device.arena_bytes,
-        arena_peak_op=device.arena_peak_op,
-        npu={name: dataclasses.asdict(figures) for name, figures in device.npu.items()},
+        **device.to_metrics(),
         per_class_accuracy={name: float(a) for name, a in zip(CLASS_NAMES, per_class)},
         confusion_matrix=confusion.tolist(),
     )

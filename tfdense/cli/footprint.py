@@ -31,8 +31,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ai_edge_litert import schema_py_generated as schema
-from ai_edge_litert.tools import flatbuffer_utils
 
+from tfdense.device import ACCELERATORS, DeviceError, builtin_codes, check_int8_classifier, device_figures, read_model
 from tfdense.tables import markdown_table
 
 # Builtin op codes whose input 1 is a filter and input 2 a bias.
@@ -69,13 +69,9 @@ class Breakdown:
         return [(f.name, getattr(self, f.name)) for f in fields(self) if f.name != "total"]
 
 
-def _model(content: bytes):
-    return flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
-
-
 def breakdown(content: bytes) -> Breakdown:
-    model = _model(content)
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    model = read_model(content)
+    codes = builtin_codes(model)
     metadata_buffers = {m.buffer for m in (model.metadata or [])}
     filter_buffers, bias_buffers = set(), set()
     quantization = names = 0
@@ -133,8 +129,6 @@ def format_breakdown(named: list[tuple[str, Breakdown]]) -> str:
 
 def device_table(named: list[tuple[str, bytes]]) -> str:
     """Flash, gzip, arena RAM and Vela's figures of each (name, int8 .tflite content), one row each."""
-    from tfdense.device import ACCELERATORS, device_figures
-
     header = ["model", "flash bytes", "gzip bytes", "arena RAM bytes", "arena peak at"]
     for a in ACCELERATORS:
         header += [f"{a} SRAM bytes", f"{a} off-chip bytes", f"{a} ms (Vela)"]
@@ -152,7 +146,6 @@ def device_table(named: list[tuple[str, bytes]]) -> str:
 
 
 def _device_main(paths: list[str]) -> int:
-    from tfdense.device import DeviceError, check_int8_classifier
     from tfdense.peers import peer_files
 
     named = []

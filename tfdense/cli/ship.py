@@ -70,19 +70,19 @@ def refresh_latency(registry: dict[str, dict[str, Any]], out: Path, peers: list[
     return peer_latency
 
 
-def refresh_device(registry: dict[str, dict[str, Any]], out: Path) -> None:
-    """Rewrites the arena RAM and Vela figures of every shipped file of `registry` found in `out`."""
+def refresh_device(registry: dict[str, dict[str, Any]], out: Path, measured: frozenset[str] = frozenset()) -> None:
+    """Rewrites the arena RAM and Vela figures of every shipped file of `registry` found in `out`,
+    but for the `measured` ones, whose figures `evaluate_tflite` has just recorded."""
     from tfdense.device import device_figures
 
     for name, figures in registry.items():
-        if (out / name).is_file():
-            device = device_figures((out / name).read_bytes())
-            figures.update(arena_bytes=device.arena_bytes, arena_peak_op=device.arena_peak_op,
-                           npu={a: dataclasses.asdict(f) for a, f in device.npu.items()})
+        if name not in measured and (out / name).is_file():
+            figures.update(device_figures((out / name).read_bytes()).to_metrics())
 
 
-def refresh(out: Path, x_test, y_test, latency_images: int, latency_rounds: int) -> dict[str, dict[str, Any]]:
-    """Measures the peers, re-times every latency together, re-measures device figures, redraws the plots."""
+def refresh(out: Path, x_test, y_test, latency_images: int, latency_rounds: int, measured: frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
+    """Measures the peers, re-times every latency together, re-measures device figures (but of
+    `measured`, the files just evaluated), redraws the plots."""
     from tfdense.litert import evaluate_tflite
     from tfdense.peers import peer_files
     from tfdense.plots import accuracy_scatter
@@ -93,7 +93,7 @@ def refresh(out: Path, x_test, y_test, latency_images: int, latency_rounds: int)
         peers[peer.name] = evaluate_tflite(peer, x_test, y_test, 1, latency_images)[0]
     registry_path = out / "metrics.json"
     registry = read_json(registry_path)
-    refresh_device(registry, out)
+    refresh_device(registry, out, measured)
     if latency_rounds:
         print(f"[tfdense] timing the peers and {len(registry)} shipped files in {latency_rounds} interleaved rounds ...", file=sys.stderr, flush=True)
         peer_latency = refresh_latency(registry, out, peer_files("mlperf-tiny"), x_test[:latency_images], latency_rounds)
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics, _ = evaluate_tflite(out / names[kind], x_test, y_test, 1, args.latency_images)
         registry[names[kind]] = shipped_figures(metrics, run_dir)
     write_json(registry_path, registry)
-    registry = refresh(out, x_test, y_test, args.latency_images, args.latency_rounds)
+    registry = refresh(out, x_test, y_test, args.latency_images, args.latency_rounds, measured=frozenset(names.values()))
     for name in names.values():
         figures = registry[name]
         print(f"{name}: {100 * figures['test_accuracy']:.2f} % at {figures['tflite_bytes']:,} bytes, {figures['macs']:,} MACs, "
