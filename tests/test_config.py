@@ -18,7 +18,10 @@ def test_every_preset_round_trips_through_its_saved_form():
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("path", sorted(REPO.glob("tuning/configs/*.yaml")) + sorted(REPO.glob("exports/*.yaml")), ids=lambda p: p.name)
+COMMITTED_CONFIGS = sorted(REPO.glob("tuning/configs/*.yaml")) + sorted(REPO.glob("exports/*.yaml")) + sorted(REPO.glob("tuning/searches/*/best_config.yaml"))
+
+
+@pytest.mark.parametrize("path", COMMITTED_CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_committed_config_resolves_and_a_shipped_one_names_an_existing_teacher(path):
     config = resolve("full", str(path), [])
     if path.parent.name == "exports":

@@ -81,6 +81,12 @@ def test_ninety_space_builds_depthwise_densenets_that_keep_32x32_and_a_whitened_
     assert model.depthwise and not model.stem_pool and model.stem_stride == 1
     assert model.stem_init == "whiten" and model.transition_pool == "max_first" and len(model.block_layers) == 3
     assert PROFILES["ninety"].violations(costs_of(model)) == []
+    # The Bayesian oracle hands the boolean choice back as 0 or 1; the config stays boolean,
+    # as the best_config.yaml a search writes must resolve.
+    hp.values["depthwise"] = 0
+    assert to_config(hp, PRESETS["full"]).model.depthwise is False
+    hp.values["depthwise"] = 1
+    assert to_config(hp, PRESETS["full"]).model.depthwise is True
 
 
 def test_winner_is_the_best_trial_within_the_budget_even_if_a_bigger_one_scored_higher():

@@ -131,6 +131,11 @@ class DataConfig:
         _require(0 <= self.cutout <= 32, f"{s}.cutout", "must be in [0, 32]", self.cutout)
         _require(self.mixup_alpha >= 0, f"{s}.mixup_alpha", "must be >= 0", self.mixup_alpha)
 
+    def distinct_views(self, mirrored_alike: bool) -> int:
+        """How many different images the crop and flip make of one image (`mirrored_alike`: an
+        image and its mirror count as one, as they do for a teacher that averages both)."""
+        return (2 * self.crop_padding + 1) ** 2 * (2 if self.flip and not mirrored_alike else 1)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -166,6 +171,13 @@ class TrainConfig:
     # The teacher also predicts the mirrored batch and averages both views (test-time flip
     # augmentation): a more accurate teacher for twice its forward passes, same student inputs.
     teacher_flip: bool = False
+    # 0: the teacher predicts every augmented batch the student sees (its forward pass paid every
+    # step). N: it predicts N fixed augmented views of each training image once, cached under
+    # ~/.cache/tfdense/teacher_views, and every batch shows one of them at random: the crop
+    # offsets (and mirroring) are drawn from those N, no cutout or mixup. The 118.1M-MAC plain
+    # teacher costs more per image than a 21M-MAC student's whole training step (python -m tfdense
+    # bench --config tuning/searches/ninety-bayes/best_config.yaml, with and without the teacher).
+    teacher_views: int = 0
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0
     seed: int = 0
@@ -189,6 +201,8 @@ class TrainConfig:
         _require(0 <= self.distill_alpha <= 1, f"{s}.distill_alpha", "must be in [0, 1]", self.distill_alpha)
         _require(self.teacher or not self.teacher_flip, f"{s}.teacher_flip", "needs train.teacher", self.teacher_flip)
         _require(all(self.teacher), f"{s}.teacher", "must not contain an empty file name", self.teacher)
+        _require(self.teacher_views >= 0, f"{s}.teacher_views", "must be >= 0 (0 = the teacher runs on every batch)", self.teacher_views)
+        _require(self.teacher or not self.teacher_views, f"{s}.teacher_views", "needs train.teacher", self.teacher_views)
         _require(self.distill_temperature > 0, f"{s}.distill_temperature", "must be > 0", self.distill_temperature)
         _require(self.verbose in (0, 1, 2), f"{s}.verbose", "must be 0, 1 or 2", self.verbose)
 
@@ -300,6 +314,14 @@ class RunConfig:
     qat: QatConfig = field(default_factory=QatConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def __post_init__(self) -> None:
+        views = self.train.teacher_views
+        if views:
+            _require(not self.data.cutout and not self.data.mixup_alpha, "train.teacher_views",
+                     "needs data.cutout 0 and data.mixup_alpha 0 (a cached prediction holds for a crop and flip only)", views)
+            distinct = self.data.distinct_views(self.train.teacher_flip)
+            _require(views <= distinct, "train.teacher_views", f"must be <= {distinct}, the distinct views data.crop_padding and data.flip make", views)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

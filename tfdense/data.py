@@ -345,26 +345,40 @@ def split_train_val(y_train: np.ndarray, val_size: int = 5000, seed: int = 0, tr
 # image), which keeps the input pipeline well ahead of a 2-core training step.
 
 
-def random_translate(images, padding: int):
-    """Zero-pads by `padding` and crops back to 32x32 at a random offset per image."""
+def translate(images, padding: int, dy, dx):
+    """Zero-pads by `padding` and crops each image back to its size at offset (`dy`, `dx`), each
+    a per-image int32 in [0, 2 * padding]; (padding, padding) is the unshifted image."""
     import tensorflow as tf
 
-    batch = tf.shape(images)[0]
     size = images.shape[1]
     padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
-    dy = tf.random.uniform([batch], 0, 2 * padding + 1, dtype=tf.int32)
-    dx = tf.random.uniform([batch], 0, 2 * padding + 1, dtype=tf.int32)
     rows = dy[:, None] + tf.range(size)[None, :]
     cols = dx[:, None] + tf.range(size)[None, :]
     images = tf.gather(padded, rows, axis=1, batch_dims=1)
     return tf.gather(images, cols, axis=2, batch_dims=1)
 
 
+def random_translate(images, padding: int):
+    """Zero-pads by `padding` and crops back to 32x32 at a random offset per image."""
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    dy = tf.random.uniform([batch], 0, 2 * padding + 1, dtype=tf.int32)
+    dx = tf.random.uniform([batch], 0, 2 * padding + 1, dtype=tf.int32)
+    return translate(images, padding, dy, dx)
+
+
+def mirror(images, flip):
+    """Each image mirrored left-right where its boolean `flip` is set."""
+    import tensorflow as tf
+
+    return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
 def random_flip(images):
     import tensorflow as tf
 
-    flip = tf.random.uniform([tf.shape(images)[0], 1, 1, 1]) < 0.5
-    return tf.where(flip, tf.reverse(images, axis=[2]), images)
+    return mirror(images, tf.random.uniform([tf.shape(images)[0]]) < 0.5)
 
 
 def cutout(images, size: int):
@@ -396,11 +410,34 @@ def mixup(images, labels, alpha: float):
     return mixed, lam[:, None] * labels + (1 - lam[:, None]) * tf.gather(labels, partner)
 
 
-def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, config, seed: int = 0):
+@dataclass(frozen=True)
+class Views:
+    """A fixed set of augmented views of each training image, with a teacher's predictions on them.
+
+    View k of image i is the image translated to offset (`dy[i, k]`, `dx[i, k]`) of a
+    `padding`-pixel crop and, where `flip` is given, mirrored as `flip[i, k]` says (None: the
+    predictions hold for both mirror images, so batches mirror at random). `log_probs[i, k]` is
+    the teacher's log-softmax on that view (`distillation.teacher_views` computes them once).
+    """
+
+    padding: int
+    dy: np.ndarray  # (images, views) int32
+    dx: np.ndarray
+    flip: np.ndarray | None  # (images, views) bool, or None
+    log_probs: np.ndarray  # (images, views, classes) float16
+
+    @property
+    def count(self) -> int:
+        return self.dy.shape[1]
+
+
+def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, config, seed: int = 0, views: Views | None = None):
     """Shuffled, augmented, batched, prefetched (float32 0..255 images, one-hot labels).
 
     The uint8 arrays stay in memory as one tensor; each step gathers a batch of indices, so
-    the shuffle buffer holds integers, not images.
+    the shuffle buffer holds integers, not images. With `views`, each image in a batch is one
+    of its precomputed views, drawn at random, and the batch also carries the teacher's
+    log-probabilities on it: (images, labels, teacher log-probabilities).
     """
     import tensorflow as tf
 
@@ -421,9 +458,22 @@ def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, config, seed: i
             return mixup(xb, yb, config.mixup_alpha)
         return tf.cast(xb, tf.float32), yb
 
+    def one_of_the_views(idx):
+        k = tf.random.uniform(tf.shape(idx), 0, views.count, dtype=tf.int32)
+        at = tf.stack([tf.cast(idx, tf.int32), k], axis=1)
+        xb = translate(tf.gather(images, idx), views.padding, tf.gather_nd(dy, at), tf.gather_nd(dx, at))
+        if views.flip is not None:
+            xb = mirror(xb, tf.gather_nd(flips, at))
+        elif config.flip:
+            xb = random_flip(xb)
+        return tf.cast(xb, tf.float32), tf.gather(labels, idx), tf.cast(tf.gather_nd(log_probs, at), tf.float32)
+
+    if views is not None:
+        dy, dx, log_probs = tf.constant(views.dy), tf.constant(views.dx), tf.constant(views.log_probs)
+        flips = None if views.flip is None else tf.constant(views.flip)
     ds = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(augment if views is None else one_of_the_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

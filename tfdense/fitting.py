@@ -29,7 +29,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfdense import data as data_lib
-from tfdense.distillation import Distiller, load_teacher
+from tfdense.distillation import Distiller, load_teacher, teacher_views
 from tfdense.config import ConfigError, RunConfig, TrainConfig
 from tfdense.files import read_history, write_atomic
 
@@ -56,6 +56,7 @@ class Recipe:
     ema_momentum: float = 0.0
     teacher: tuple[str, ...] = ()  # distil from these Keras model files, as one teacher (empty = off)
     teacher_flip: bool = False
+    teacher_views: int = 0  # 0: the teacher predicts every batch; N: its cached predictions on N views
     jit_compile: bool = False
     verbose: int = 1
 
@@ -82,6 +83,7 @@ class Recipe:
             ema_momentum=train.ema_momentum if stage == "train" else 0.0,
             teacher=train.teacher if stage == "train" else (),
             teacher_flip=train.teacher_flip and stage == "train",
+            teacher_views=train.teacher_views if stage == "train" else 0,
             # TF-MOT's fake-quant wrappers are not XLA-compiled here (never measured to work).
             jit_compile=train.jit_compile and stage != "qat",
             verbose=train.verbose,
@@ -395,6 +397,9 @@ def fit(
     """
     keras.utils.set_random_seed(recipe.seed)
     steps = steps_per_epoch(len(data.x_train), recipe.batch_size)
+    views = None
+    if recipe.teacher and recipe.teacher_views:
+        views = teacher_views(recipe.teacher, recipe.teacher_flip, data.x_train, data_config, recipe.teacher_views, recipe.seed)
     with distribution_strategy().scope():
         model = student = build()
         if recipe.teacher:
@@ -414,7 +419,7 @@ def fit(
     keep_best = paths.best_weights is not None and not is_multi_worker()
     if keep_best:
         chain.append(BestCheckpoint(paths.best_weights, paths.history))
-    train_ds = data_lib.train_dataset(data.x_train, data.y_train, recipe.batch_size, data_config, seed=recipe.seed)
+    train_ds = data_lib.train_dataset(data.x_train, data.y_train, recipe.batch_size, data_config, seed=recipe.seed, views=views)
     val_ds = data_lib.eval_dataset(data.x_val, data.y_val)
     model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=chain + list(callbacks), verbose=recipe.verbose)
     if keep_best:

@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         hp = kt.HyperParameters()
         hp.values = dict(trials[trial_id]["hyperparameters"])
         config = space.to_config(hp, base)
-        config = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, epochs=args.epochs), data=dataclasses.replace(config.data, train_subset=0)
-        )
+        # The warm-up rule of the search's proxy (tuning/tuner.py), so a short check is not half warm-up.
+        train = dataclasses.replace(config.train, epochs=args.epochs, warmup_epochs=min(config.train.warmup_epochs, args.epochs / 4))
+        config = dataclasses.replace(config, train=train, data=dataclasses.replace(config.data, train_subset=0))
         key = config.data
         if key not in data_cache:
             data_cache[key] = data_lib.prepare(config.data)

@@ -135,7 +135,8 @@ def to_config(hp: kt.HyperParameters, base: RunConfig) -> RunConfig:
         bottleneck=v["bottleneck_factor"] * v["growth_rate"],
         compression=v["compression"],
         groups=v["groups"],
-        depthwise=v.get("depthwise", False),
+        # The Bayesian oracle hands a Choice of booleans back as 0 or 1.
+        depthwise=bool(v.get("depthwise", False)),
         kernel_size=v.get("kernel_size", 3),
         stem_init=v.get("stem_init", "he_normal"),
         transition_pool=v.get("transition_pool", "max"),
