@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -56,3 +57,13 @@ def test_peer_figures_beside_the_shipped_ones_are_the_packaged_peers_own():
     for path in peer_files("mlperf-tiny"):
         assert peers[path.name]["tflite_bytes"] == path.stat().st_size
         assert peers[path.name]["arena_bytes"] == plan_arena(path.read_bytes()).arena_bytes
+
+
+@pytest.mark.parametrize("name", sorted(n for n in REGISTRY if "search" in REGISTRY[n]))
+def test_a_searched_model_is_the_architecture_its_search_chose(name):
+    from tfdense.cli.ship import searched_architecture
+    from tfdense.config import resolve
+
+    folder, trial = re.fullmatch(r"(.+) \(trial (\w+)\)", REGISTRY[name]["search"]).groups()
+    config = resolve("full", str(EXPORTS / name.replace("uint8", "int8").replace(".tflite", ".yaml")), [])
+    assert searched_architecture(REPO / folder, config) == f"{(REPO / folder).as_posix()} (trial {trial})"

@@ -180,7 +180,10 @@ def test_ship_publishes_the_run_with_figures_measured_on_the_test_set(tmp_path, 
     (tmp_path / "old_int8.tflite").write_bytes(old)
     earlier = {"test_accuracy": 0.5, "tflite_bytes": len(old), "latency_ms": -1.0, "peer_latency_ms": {}}
     (tmp_path / "metrics.json").write_text(json.dumps({"old_int8.tflite": earlier}))
-    assert ship.main([str(run_dir.path), "--name", "tiny_int8", "--out", str(tmp_path), "--latency-images", "5", "--latency-rounds", "2"]) == 0
+    search = tmp_path / "searches" / "tiny"
+    write_best_config(search, CONFIG.model, "7")
+    assert ship.main([str(run_dir.path), "--name", "tiny_int8", "--out", str(tmp_path), "--latency-images", "5", "--latency-rounds", "2",
+                      "--search", str(search)]) == 0
     registry = json.loads((tmp_path / "metrics.json").read_text())
     assert set(registry) == {"old_int8.tflite", "tiny_int8.tflite", "tiny_uint8.tflite"}
     assert registry["old_int8.tflite"]["test_accuracy"] == 0.5 and registry["old_int8.tflite"]["latency_ms"] > 0
@@ -196,6 +199,27 @@ def test_ship_publishes_the_run_with_figures_measured_on_the_test_set(tmp_path, 
     assert (tmp_path / "accuracy_vs_arena.png").stat().st_size > 10_000 and figures["npu"]["ethos-u55-128"]["sram_bytes"] > 0
     shipped = (tmp_path / "tiny_int8.yaml").read_text()
     assert shipped.startswith("# Reproduces tiny_int8.tflite") and "growth_rate: 4" in shipped
+    assert f"# Architecture chosen by the keras-tuner search {search.as_posix()} (trial 7)" in shipped
+    assert figures["search"] == registry["tiny_uint8.tflite"]["search"] == f"{search.as_posix()} (trial 7)"
+
+
+def write_best_config(folder, model, trial_id):
+    import yaml
+
+    folder.mkdir(parents=True)
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(model).items()}
+    (folder / "best_config.yaml").write_text(f"# Chosen by the search in this folder: trial {trial_id}, val accuracy 0.5\n" + yaml.safe_dump({"model": fields}))
+
+
+def test_ship_refuses_a_search_that_did_not_choose_the_runs_model(tmp_path, run_dir, exported, capsys):
+    from tfdense.cli import ship
+
+    write_best_config(tmp_path / "search", dataclasses.replace(CONFIG.model, growth_rate=6), "3")
+    out = tmp_path / "exports"
+    assert ship.main([str(run_dir.path), "--name", "tiny_int8", "--out", str(out), "--search", str(tmp_path / "search")]) == 2
+    assert "model.growth_rate differ" in capsys.readouterr().err and not out.exists()
+    assert ship.main([str(run_dir.path), "--name", "tiny_int8", "--out", str(out), "--search", str(tmp_path / "nowhere")]) == 2
+    assert "best_config.yaml is missing" in capsys.readouterr().err
 
 
 def test_ship_refuses_a_run_without_an_export(tmp_path, capsys):

@@ -3,7 +3,9 @@
 Copies the run's deployable files into `exports/` under `NAME` (`NAME.tflite` from
 `model_int8.tflite`, `NAME` with `int8` -> `uint8` from `model_uint8.tflite`, the TFLite Micro C
 array regenerated with `NAME` as its symbol, `labels.txt`, and `NAME.yaml`: the run's full
-config, which `python -m tfdense.train --config exports/NAME.yaml` trains again). Each shipped
+config, which `python -m tfdense.train --config exports/NAME.yaml` trains again; with `--search
+FOLDER`, also the keras-tuner search whose `best_config.yaml` chose the architecture, after
+checking that the run trained exactly that model). Each shipped
 .tflite is measured here on all 10,000 test images with LiteRT (1 thread), and its figures are
 merged into `exports/metrics.json`; the latency of the MLPerf Tiny peers and of every file
 shipped there is then timed again, all together, interleaved in one process, so the latencies
@@ -35,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from tfdense.config import DataConfig, RunConfig, apply_dict, from_dict, load_config_file
+from tfdense.config import ConfigError, DataConfig, RunConfig, apply_dict, from_dict, load_config_file
 from tfdense.files import read_json, write_atomic, write_json
 from tfdense.rundir import RunDir
 
@@ -131,6 +133,22 @@ def training_seconds(run_dir: RunDir) -> float:
     return sum(run_dir.read_stage_metrics(stage)["train_seconds"] for stage in ("train", "prune", "qat") if run_dir.is_complete(stage))
 
 
+def searched_architecture(search: Path, config: RunConfig) -> str:
+    """The provenance line for a model a search chose: "FOLDER (trial N)".
+
+    Raises ConfigError unless `search`/best_config.yaml holds exactly `config.model`.
+    """
+    best = search / "best_config.yaml"
+    if not best.is_file():
+        raise ConfigError(f"{best} is missing: --search takes a folder written by python -m tuning.search")
+    chosen = apply_dict(RunConfig(), load_config_file(best)).model
+    if chosen != config.model:
+        differ = [f.name for f in dataclasses.fields(chosen) if getattr(chosen, f.name) != getattr(config.model, f.name)]
+        raise ConfigError(f"the run's model is not the one {best} chose (model.{', model.'.join(differ)} differ)")
+    trial = re.search(r"trial (\w+)", best.read_text().splitlines()[0])
+    return f"{search.as_posix()} (trial {trial.group(1) if trial else '?'})"
+
+
 def teacher_configs(float_file: Path, configs: list[Path]) -> list[Path]:
     """The configs among `configs` whose `train.teacher` is `float_file` (which shipping would replace)."""
     named = []
@@ -148,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh", action="store_true",
                         help="ship nothing: re-measure what --out holds (arena RAM, Vela, latencies) and redraw the plots")
     parser.add_argument("--table", action="store_true", help="ship nothing: print the README's results table from --out")
+    parser.add_argument("--search", help="the tuning/searches folder whose best_config.yaml chose the run's architecture (checked)")
     parser.add_argument("--out", default=str(EXPORTS), help="exports folder (default: the repository's exports/)")
     parser.add_argument("--latency-images", type=int, default=300)
     parser.add_argument("--latency-rounds", type=int, default=5,
@@ -198,8 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     from tfdense.litert import evaluate_tflite
     from tfdense.conversion import c_array
 
-    out.mkdir(parents=True, exist_ok=True)
     config = from_dict(read_json(run_dir.config_file)["config"])
+    try:
+        searched = searched_architecture(Path(args.search), config) if args.search else None
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
     names = {"int8": f"{args.name}.tflite", "uint8": f"{args.name.replace('int8', 'uint8')}.tflite"}
     for kind, path in sources.items():
         shutil.copyfile(path, out / names[kind])
@@ -213,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(float_model, out / f"{args.name}_float.h5")
     # YAML's safe dumper writes lists, not tuples.
     recipe = {section: {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()} for section, fields in config.to_dict().items()}
+    provenance = f"# Architecture chosen by the keras-tuner search {searched}\n" if searched else ""
     write_atomic(out / f"{args.name}.yaml", f"# Reproduces {names['int8']}: python -m tfdense.train --config exports/{args.name}.yaml\n"
-                 + yaml.safe_dump(recipe, sort_keys=False))
+                 + provenance + yaml.safe_dump(recipe, sort_keys=False))
 
     x_test, y_test = load_test(config.data)
     registry_path = out / "metrics.json"
@@ -223,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[tfdense] measuring {names[kind]} on {len(x_test):,} test images ...", file=sys.stderr, flush=True)
         metrics, _ = evaluate_tflite(out / names[kind], x_test, y_test, 1, args.latency_images)
         registry[names[kind]] = shipped_figures(metrics, run_dir)
+        if searched:
+            registry[names[kind]]["search"] = searched
     write_json(registry_path, registry)
     registry = refresh(out, x_test, y_test, args.latency_images, args.latency_rounds, measured=frozenset(names.values()))
     for name in names.values():
