@@ -54,3 +54,16 @@ def test_arms_without_device_mode_are_refused(capsys):
 
     assert main(["--preset", "smoke", "--arm", "a=model.growth_rate=8"]) == 2
     assert "--arm only applies with --device" in capsys.readouterr().err
+
+
+def test_with_a_teacher_the_bench_also_times_distillation_and_the_teachers_rate(tmp_path, cifar10):
+    from tfdense.cli.bench import benchmark
+    from tfdense.config import PRESETS, apply_overrides
+
+    teacher = tmp_path / "teacher.h5"
+    build_densenet(TINY).save(str(teacher), include_optimizer=False)
+    config = apply_overrides(PRESETS["smoke"], [f"train.teacher={teacher}", "train.teacher_flip=true", "data.train_subset=500"])
+    result = benchmark(config, steps=2, warmup_steps=1)
+    assert result["train_img_per_s_teacher_every_batch"] > 0 and result["teacher_views_per_s"] > 0
+    assert result["seconds_to_cache_one_view_per_image"] == 500 / result["teacher_views_per_s"]
+    assert "teacher_views_per_s" not in benchmark(PRESETS["smoke"], steps=2, warmup_steps=1)

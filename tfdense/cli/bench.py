@@ -10,6 +10,11 @@ instead times each layer's training step alone (forward and backward on a batch 
 inputs of its shape), beside its MACs: a MAC count misses what memory-bound layers (BatchNorm,
 ReLU, pooling, concatenation on large maps) cost on a CPU.
 
+With `train.teacher` set, it also times distillation with the teacher predicting every batch
+(the Distiller's step through the pipeline) and the teacher's own rate, so the one-time cost of
+`train.teacher_views` (each view of each image predicted once) can be set against the per-epoch
+cost of a teacher in the loop.
+
 `--device` answers the inference question before any training: it converts each arm (the config
 plus its overrides, as `tfdense.ablate` takes them) untrained to the full-int8 file the pipeline
 would ship (`conversion.untrained_int8`: same QAT, converter and stripping; size and speed do not
@@ -97,6 +102,26 @@ def benchmark(config: RunConfig, steps: int = 40, warmup_steps: int = 8) -> dict
     for _ in range(repeats):
         predict(images).numpy()
     inference = repeats * infer_bs / (time.perf_counter() - start)
+    distilling = {}
+    if train.teacher:
+        from tfdense.distillation import Distiller, load_teacher
+
+        teacher = load_teacher(train.teacher, train.teacher_flip)
+        distiller = Distiller(build_densenet(config.model), teacher, train.distill_alpha, train.distill_temperature)
+        fitting.compile_model(distiller, recipe, fitting.steps_per_epoch(len(data.x_train), bs))
+        with_teacher = _time_fit(distiller, pipeline, steps, warmup_steps) * bs
+        teach = tf.function(lambda x: teacher(x, training=False))
+        teach(images)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            teach(images).numpy()
+        views_per_s = repeats * infer_bs / (time.perf_counter() - start)
+        distilling = {
+            "train_img_per_s_teacher_every_batch": with_teacher,
+            "seconds_per_epoch_teacher_every_batch": len(data.x_train) / with_teacher,
+            "teacher_views_per_s": views_per_s,
+            "seconds_to_cache_one_view_per_image": len(data.x_train) / views_per_s,
+        }
     return {
         **dataclasses.asdict(model_costs(model)),
         "batch_size": bs,
@@ -108,6 +133,7 @@ def benchmark(config: RunConfig, steps: int = 40, warmup_steps: int = 8) -> dict
         "seconds_per_epoch_estimate": len(data.x_train) / through_pipeline,
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        **distilling,
     }
 
 
@@ -272,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratio pipeline / model-only          {result['pipeline_to_model_ratio']:8.2f}   (target >= 0.9)")
         print(f"inference (batch 500)                {result['inference_img_per_s']:8.0f} img/s")
         print(f"input pipeline alone                 {result['input_pipeline_img_per_s']:8.0f} img/s")
+        if "teacher_views_per_s" in result:
+            print(f"training, teacher on every batch     {result['train_img_per_s_teacher_every_batch']:8.0f} img/s  "
+                  f"(~{result['seconds_per_epoch_teacher_every_batch']:.0f} s/epoch)")
+            print(f"teacher alone (as train.teacher_flip) {result['teacher_views_per_s']:7.0f} views/s (train.teacher_views=N: "
+                  f"~N x {result['seconds_to_cache_one_view_per_image']:.0f} s once)")
     return 0
 
 
