@@ -335,6 +335,35 @@ def test_distillation_trains_the_student_against_a_saved_teacher(tmp_path, data,
     assert any("student" in name for name in saved) and not any("teacher" in name for name in saved), saved
 
 
+def test_a_distilled_fit_resumes_with_the_optimizer_state_it_saved(tmp_path, data, trained):
+    import tf_keras as keras
+
+    from tfdense.model import build_densenet
+
+    class OptimizerState(keras.callbacks.Callback):
+        """The optimizer's variables at the end of a fit and before the first step of the next."""
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0 and not hasattr(self, "at_start"):
+                self.at_start = {v.name: v.numpy() for v in self.model.optimizer.variables}
+
+        def on_train_end(self, logs=None):
+            self.at_end = {v.name: v.numpy() for v in self.model.optimizer.variables}
+
+    teacher_path = tmp_path / "teacher.h5"
+    trained[0].save(str(teacher_path), include_optimizer=False)
+    config = dataclasses.replace(CONFIG, train=dataclasses.replace(CONFIG.train, teacher=(str(teacher_path),)))
+    paths = fitting.FitPaths(backup=tmp_path / "b", history=tmp_path / "h.csv", logs=tmp_path / "logs")
+    recipe = fitting.Recipe.for_stage(config, "train")
+    first, second = OptimizerState(), OptimizerState()
+    fitting.fit(lambda: build_densenet(config.model), data, config.data, dataclasses.replace(recipe, epochs=1), paths, callbacks=[first])
+    fitting.fit(lambda: build_densenet(config.model), data, config.data, recipe, paths, callbacks=[second])
+    # The resumed epoch's first step starts from the momentum and step count the first fit saved.
+    assert len(first.at_end) > 1 and set(second.at_start) == set(first.at_end)
+    for name, value in first.at_end.items():
+        np.testing.assert_array_equal(second.at_start[name], value, err_msg=name)
+
+
 def test_a_teacher_ensemble_predicts_the_geometric_mean_of_its_members_and_their_mirrors(tmp_path, data):
     import tf_keras as keras
 

@@ -405,6 +405,9 @@ def fit(
         if recipe.teacher:
             teacher = load_teacher(recipe.teacher, recipe.teacher_flip)
             model = Distiller(student, teacher, recipe.train.distill_alpha, recipe.train.distill_temperature)
+            # Built before fit, so BackupAndRestore builds the optimizer and restores its momentum
+            # on resume (an unbuilt model resumed with the optimizer's slots left at zero).
+            model.build(student.input_shape)
         compile_model(model, recipe, steps)
     paths.history.parent.mkdir(parents=True, exist_ok=True)
     chain = [
