@@ -334,3 +334,30 @@ def test_proxy_check_refuses_too_few_trials(tmp_path):
     (tmp_path / "trials.json").write_text(json.dumps({"settings": {}, "trials": [{"trial_id": "0", "val_accuracy": 0.5}]}))
     result = run_cli("tuning.proxy_check", "--search", str(tmp_path), "--trials", "0", "--out", str(tmp_path / "o"), timeout=60)
     assert result.returncode == 2 and "need >= 4 scored trial ids" in result.stderr
+
+
+def test_proxy_check_reports_and_a_second_call_scores_the_trained_trials_without_retraining(tmp_path, cifar10, monkeypatch):
+    import keras_tuner as kt
+
+    from tfdense import fitting
+    from tuning import proxy_check
+    from tuning.space import declare
+
+    hp = kt.HyperParameters()
+    declare(hp, "tiny")
+    trials = [{"trial_id": str(i), "val_accuracy": 0.2 + i / 100, "weights": 1000, "macs": 10_000, "hyperparameters": dict(hp.values)} for i in range(4)]
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "trials.json").write_text(json.dumps({"settings": {"preset": "smoke", "overrides": ["train.batch_size=500"]}, "trials": trials}))
+    args = ["--search", str(search), "--trials", "0,1,2,3", "--epochs", "1", "--out", str(tmp_path / "check")]
+    assert proxy_check.main(args) == 0
+    first = json.loads((tmp_path / "check" / "proxy_check.json").read_text())
+    assert [r["trial_id"] for r in first["trials"]] == ["0", "1", "2", "3"] and -1 <= first["spearman"] <= 1
+
+    def no_training(*a, **k):
+        raise AssertionError("a trial trained before was trained again")
+
+    monkeypatch.setattr(fitting, "fit_config", no_training)
+    assert proxy_check.main(args) == 0
+    again = json.loads((tmp_path / "check" / "proxy_check.json").read_text())
+    assert [r["long_val_accuracy"] for r in again["trials"]] == [r["long_val_accuracy"] for r in first["trials"]]

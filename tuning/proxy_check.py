@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     from tfdense import data as data_lib
     from tfdense import fitting
     from tfdense.config import resolve
-    from tfdense.files import write_atomic, write_json
+    from tfdense.files import read_history, write_atomic, write_json
+    from tfdense.model import build_densenet
     from tuning import space
 
     settings = json.loads((search / "trials.json").read_text())["settings"]
@@ -86,8 +87,15 @@ def main(argv: list[str] | None = None) -> int:
             data_cache[key] = data_lib.prepare(config.data)
         folder = out / f"trial_{trial_id}"
         paths = fitting.FitPaths(backup=folder / "backup", history=folder / "history.csv", logs=folder / "logs", best_weights=folder / "best.weights.h5")
-        print(f"[tuning] trial {trial_id}: {args.epochs} epochs on all training images -> {folder}", file=sys.stderr, flush=True)
-        model, summary = fitting.fit_config(config, data_cache[key], paths)
+        if paths.history.is_file() and len(read_history(paths.history)) >= args.epochs and paths.best_weights.is_file():
+            # Trained by an earlier call of this command: its kept weights are scored again, not retrained.
+            print(f"[tuning] trial {trial_id}: trained before in {folder}", file=sys.stderr, flush=True)
+            model = build_densenet(config.model)
+            model.load_weights(str(paths.best_weights))
+            summary = fitting.FitSummary.from_history(read_history(paths.history))
+        else:
+            print(f"[tuning] trial {trial_id}: {args.epochs} epochs on all training images -> {folder}", file=sys.stderr, flush=True)
+            model, summary = fitting.fit_config(config, data_cache[key], paths)
         long_accuracy = fitting.accuracy(model, data_cache[key].x_val, data_cache[key].y_val)
         fitting.discard_backup(paths)
         rows.append({"trial_id": trial_id, "proxy_val_accuracy": trials[trial_id]["val_accuracy"], "long_val_accuracy": long_accuracy,
