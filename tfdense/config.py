@@ -174,9 +174,10 @@ class TrainConfig:
     # 0: the teacher predicts every augmented batch the student sees (its forward pass paid every
     # step). N: it predicts N fixed augmented views of each training image once, cached under
     # ~/.cache/tfdense/teacher_views, and every batch shows one of them at random: the crop
-    # offsets (and mirroring) are drawn from those N, no cutout or mixup. The 118.1M-MAC plain
-    # teacher costs more per image than a 21M-MAC student's whole training step (python -m tfdense
-    # bench --config tuning/searches/ninety-bayes/best_config.yaml, with and without the teacher).
+    # offsets (and mirroring) are drawn from those N, no cutout or mixup. In the loop the plain
+    # teacher with its mirror took a 21M-MAC student from 292 to 177 img/s; 16 views cost ~27 min
+    # once (python -m tfdense bench --preset full --config tuning/searches/ninety-bayes/best_config.yaml
+    # --set "train.teacher=[tuning/teachers/plain_teacher_fp16.h5]" --set train.teacher_flip=true).
     teacher_views: int = 0
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0

@@ -66,6 +66,18 @@ def _time_fit(model, dataset, steps: int, warmup_steps: int) -> float:
     return steps / (timer.end - timer.start)
 
 
+def _inference_img_per_s(model, images, repeats: int = 5) -> float:
+    """Images/s of `model` in inference on the batch `images`, after one untimed trace."""
+    import tensorflow as tf
+
+    predict = tf.function(lambda x: model(x, training=False))
+    predict(images)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        predict(images).numpy()
+    return repeats * len(images) / (time.perf_counter() - start)
+
+
 def benchmark(config: RunConfig, steps: int = 40, warmup_steps: int = 8) -> dict[str, float]:
     """Measures the throughputs described in the module doc for `config`; returns img/s figures."""
     import tensorflow as tf
@@ -95,13 +107,7 @@ def benchmark(config: RunConfig, steps: int = 40, warmup_steps: int = 8) -> dict
 
     infer_bs = 500
     images = tf.constant(data.x_val[:infer_bs].astype(np.float32))
-    predict = tf.function(lambda x: model(x, training=False))
-    predict(images)
-    start = time.perf_counter()
-    repeats = 5
-    for _ in range(repeats):
-        predict(images).numpy()
-    inference = repeats * infer_bs / (time.perf_counter() - start)
+    inference = _inference_img_per_s(model, images)
     distilling = {}
     if train.teacher:
         from tfdense.distillation import Distiller, load_teacher
@@ -110,12 +116,7 @@ def benchmark(config: RunConfig, steps: int = 40, warmup_steps: int = 8) -> dict
         distiller = Distiller(build_densenet(config.model), teacher, train.distill_alpha, train.distill_temperature)
         fitting.compile_model(distiller, recipe, fitting.steps_per_epoch(len(data.x_train), bs))
         with_teacher = _time_fit(distiller, pipeline, steps, warmup_steps) * bs
-        teach = tf.function(lambda x: teacher(x, training=False))
-        teach(images)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            teach(images).numpy()
-        views_per_s = repeats * infer_bs / (time.perf_counter() - start)
+        views_per_s = _inference_img_per_s(teacher, images)
         distilling = {
             "train_img_per_s_teacher_every_batch": with_teacher,
             "seconds_per_epoch_teacher_every_batch": len(data.x_train) / with_teacher,
