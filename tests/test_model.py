@@ -201,7 +201,7 @@ def test_two_to_four_pruning_keeps_two_of_every_four_weights():
 
     from tfdense.config import PruneConfig
     from tfdense.costs import kernels
-    from tfdense.stages.pruning import apply_pruning
+    from tfdense.sparsity import apply_pruning
 
     model = build_densenet(dataclasses.replace(TINY, growth_rate=8, bottleneck=16))
     pruned = apply_pruning(model, PruneConfig(m_by_n="2:4", skip_layers=("stem",)), steps_per_epoch=4)

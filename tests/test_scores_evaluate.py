@@ -85,7 +85,7 @@ def test_evaluator_rejects_unusable_models(tmp_path, content, message):
 
 def test_prune_schedule_ends_on_a_mask_update_step():
     from tfdense.config import PruneConfig
-    from tfdense.stages.pruning import check_sparsity, pruning_schedule
+    from tfdense.sparsity import check_sparsity, pruning_schedule
 
     schedule = pruning_schedule(PruneConfig(epochs=3, frequency=50, ramp_fraction=0.7), steps_per_epoch=351)
     assert schedule.end_step % 50 == 0 and schedule.end_step <= 3 * 351
