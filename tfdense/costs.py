@@ -95,7 +95,12 @@ class ModelCosts:
 # (BatchNorm and ReLU fold away but concatenations gain a requantize op), and a fixed header.
 # Least-squares fit on 8 DenseNets of 1k-173k weights through QAT with calibrated ranges and
 # conversion (python -m tfdense sizefit): within 1 % from 42k weights up; files of
-# trained models ran 1-2 % larger.
+# trained models ran 1-2 % larger. Of the ~27 bytes per channel, 24 are quantization parameters
+# (the weights' and the bias's float32 scale and int64 zero point) that a file cannot drop:
+# LiteRT refuses a tensor with fewer zero points than scales ("QuantizationParam has 1
+# zero_point values and 24 scale values"), and without the bias's parameters its reference
+# kernels still score identically but the default XNNPACK delegate does not (checked on the
+# ninety search's choice, December 2026).
 INT8_BYTES_PER_CHANNEL = 27.07
 INT8_BYTES_PER_LAYER = 135.16
 INT8_BYTES_FIXED = 1098
