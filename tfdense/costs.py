@@ -100,7 +100,7 @@ class ModelCosts:
 # LiteRT refuses a tensor with fewer zero points than scales ("QuantizationParam has 1
 # zero_point values and 24 scale values"), and without the bias's parameters its reference
 # kernels still score identically but the default XNNPACK delegate does not (checked on the
-# ninety search's choice, December 2026).
+# ninety search's choice, its converted file edited with tensorflow.lite.tools.flatbuffer_utils).
 INT8_BYTES_PER_CHANNEL = 27.07
 INT8_BYTES_PER_LAYER = 135.16
 INT8_BYTES_FIXED = 1098
