@@ -87,12 +87,13 @@ def main(argv: list[str] | None = None) -> int:
             data_cache[key] = data_lib.prepare(config.data)
         folder = out / f"trial_{trial_id}"
         paths = fitting.FitPaths(backup=folder / "backup", history=folder / "history.csv", logs=folder / "logs", best_weights=folder / "best.weights.h5")
-        if paths.history.is_file() and len(read_history(paths.history)) >= args.epochs and paths.best_weights.is_file():
+        history = read_history(paths.history)
+        if len(history) >= args.epochs and paths.best_weights.is_file():
             # Trained by an earlier call of this command: its kept weights are scored again, not retrained.
             print(f"[tuning] trial {trial_id}: trained before in {folder}", file=sys.stderr, flush=True)
             model = build_densenet(config.model)
             model.load_weights(str(paths.best_weights))
-            summary = fitting.FitSummary.from_history(read_history(paths.history))
+            summary = fitting.FitSummary.from_history(history)
         else:
             print(f"[tuning] trial {trial_id}: {args.epochs} epochs on all training images -> {folder}", file=sys.stderr, flush=True)
             model, summary = fitting.fit_config(config, data_cache[key], paths)
