@@ -328,6 +328,8 @@ def test_spearman_matches_hand_computed_ranks():
     assert spearman([0.1, 0.2, 0.3, 0.4], [0.9, 0.7, 0.6, 0.5]) == pytest.approx(-1.0)
     # d = (0, 0, 1, -1): rho = 1 - 6 * 2 / (4 * 15) = 0.8
     assert spearman([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(0.8)
+    # A ranking that is all ties ranks nothing: undefined, not NaN in the report's JSON.
+    assert spearman([0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5]) is None
 
 
 def test_proxy_check_refuses_too_few_trials(tmp_path):
@@ -345,7 +347,9 @@ def test_proxy_check_reports_and_a_second_call_scores_the_trained_trials_without
 
     hp = kt.HyperParameters()
     declare(hp, "tiny")
-    trials = [{"trial_id": str(i), "val_accuracy": 0.2 + i / 100, "weights": 1000, "macs": 10_000, "hyperparameters": dict(hp.values)} for i in range(4)]
+    # The tiny space's four points, so the long trainings differ and their ranking is defined.
+    points = [dict(hp.values, growth_rate=g, learning_rate=lr) for g in (2, 4) for lr in (0.05, 0.1)]
+    trials = [{"trial_id": str(i), "val_accuracy": 0.2 + i / 100, "weights": 1000, "macs": 10_000, "hyperparameters": p} for i, p in enumerate(points)]
     search = tmp_path / "search"
     search.mkdir()
     (search / "trials.json").write_text(json.dumps({"settings": {"preset": "smoke", "overrides": ["train.batch_size=500"]}, "trials": trials}))

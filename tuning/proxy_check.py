@@ -34,11 +34,14 @@ def ranks(values: list[float]) -> np.ndarray:
     return result
 
 
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman's rho: the Pearson correlation of the ranks."""
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman's rho: the Pearson correlation of the ranks; None when either side is all ties."""
     ra, rb = ranks(a), ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / np.sqrt((ra**2).sum() * (rb**2).sum()))
+    spread = np.sqrt((ra**2).sum() * (rb**2).sum())
+    if spread == 0:
+        return None
+    return float((ra * rb).sum() / spread)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(("trial", "proxy val accuracy", "long val accuracy", "weights", "MACs", "seconds"),
                            [(r["trial_id"], f"{100 * r['proxy_val_accuracy']:.2f} %", f"{100 * r['long_val_accuracy']:.2f} %", f"{int(r['weights']):,}",
                              f"{int(r['macs']):,}", f"{r['seconds']:.0f}") for r in rows])
-    lines = [f"# Proxy vs {args.epochs}-epoch training ({len(rows)} trials of {search})", "", table, "", f"Spearman rank correlation: **{rho:.3f}**", ""]
+    lines = [f"# Proxy vs {args.epochs}-epoch training ({len(rows)} trials of {search})", "", table, "", 
+             f"Spearman rank correlation: **{rho:.3f}**" if rho is not None else "Spearman rank correlation: undefined (one ranking is all ties)", ""]
     write_atomic(out / "proxy_check.md", "\n".join(lines))
     write_json(out / "proxy_check.json", {"spearman": rho, "epochs": args.epochs, "trials": rows})
     print("\n".join(lines))
