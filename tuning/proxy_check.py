@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     search = Path(args.search)
     try:
-        trials = {t["trial_id"]: t for t in json.loads((search / "trials.json").read_text())["trials"]}
+        results = json.loads((search / "trials.json").read_text())
+        trials = {t["trial_id"]: t for t in results["trials"]}
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {search / 'trials.json'} is not a search's results ({e})", file=sys.stderr)
         return 2
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from tfdense.model import build_densenet
     from tuning import space
 
-    settings = json.loads((search / "trials.json").read_text())["settings"]
+    settings = results["settings"]
     base = resolve(settings["preset"], None, settings.get("overrides", []))
     out = Path(args.out)
     rows = []
@@ -108,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(("trial", "proxy val accuracy", "long val accuracy", "weights", "MACs", "seconds"),
                            [(r["trial_id"], f"{100 * r['proxy_val_accuracy']:.2f} %", f"{100 * r['long_val_accuracy']:.2f} %", f"{int(r['weights']):,}",
                              f"{int(r['macs']):,}", f"{r['seconds']:.0f}") for r in rows])
-    lines = [f"# Proxy vs {args.epochs}-epoch training ({len(rows)} trials of {search})", "", table, "", 
-             f"Spearman rank correlation: **{rho:.3f}**" if rho is not None else "Spearman rank correlation: undefined (one ranking is all ties)", ""]
+    rho_text = f"**{rho:.3f}**" if rho is not None else "undefined (one ranking is all ties)"
+    lines = [f"# Proxy vs {args.epochs}-epoch training ({len(rows)} trials of {search})", "", table, "", f"Spearman rank correlation: {rho_text}", ""]
     write_atomic(out / "proxy_check.md", "\n".join(lines))
     write_json(out / "proxy_check.json", {"spearman": rho, "epochs": args.epochs, "trials": rows})
     print("\n".join(lines))
