@@ -1,9 +1,9 @@
 """TF-MOT magnitude pruning: which layers are pruned, the sparsity schedule, the wrappers, and checks.
 
 Shared by the prune stage and anything else that prunes (the stage only orchestrates). Pruning
-wraps every convolution and Dense kernel except the layers named in `prune.skip_layers`;
-`prune_low_magnitude` leaves a DepthwiseConv2D's kernel dense, so depthwise models get their
-sparsity from their 1x1 convolutions.
+wraps every convolution and Dense kernel except the layers named in `prune.skip_layers` and
+the depthwise ones: TF-MOT registers DepthwiseConv2D with no prunable weights (its
+`prune_registry`), so depthwise models get their sparsity from their 1x1 convolutions.
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ class PruningCurves(_sparsity.PruningSummaries):
 
 
 def is_pruned_layer(layer: layers.Layer, config: PruneConfig) -> bool:
-    """Convolutions and Dense layers, unless their name starts with a `skip_layers` prefix."""
-    kinds = (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)
-    return isinstance(layer, kinds) and not any(layer.name.startswith(p) for p in config.skip_layers)
+    """Convolutions (not depthwise) and Dense layers, unless their name starts with a `skip_layers` prefix."""
+    if isinstance(layer, layers.DepthwiseConv2D) or not isinstance(layer, (layers.Conv2D, layers.Dense)):
+        return False
+    return not any(layer.name.startswith(p) for p in config.skip_layers)
 
 
 def pruning_schedule(config: PruneConfig, steps_per_epoch: int) -> _sparsity.PruningSchedule:
