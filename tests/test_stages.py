@@ -392,6 +392,8 @@ def test_a_teacher_ensemble_predicts_the_geometric_mean_of_its_members_and_their
 
 
 def test_a_depthwise_densenet_at_32x32_keeps_its_depthwise_ops_and_zeros_through_every_stage(tmp_path, data):
+    from tfdense.cli.latency import graph_prefixes
+
     # The ninety search's family (tuning/space.py): whitened stride-1 stem without a pool, dense
     # layers 1x1 -> depthwise 3x3 -> 1x1, max-first transitions.
     model = dataclasses.replace(
@@ -402,14 +404,12 @@ def test_a_depthwise_densenet_at_32x32_keeps_its_depthwise_ops_and_zeros_through
     run_dir.open(config, "test")
     training.run(None, data, config, run_dir)
     _, prune_metrics = pruning.run(training.load(run_dir), data, config, run_dir)
-    qat_model, qat_metrics = quantization.run(pruning.load(run_dir), data, config, run_dir)
+    _, qat_metrics = quantization.run(pruning.load(run_dir), data, config, run_dir)
     export.run(quantization.load(run_dir), data, config, run_dir)
 
     assert prune_metrics.sparsity_within_tolerance, prune_metrics.sparsity_misses
     assert prune_metrics.per_layer_sparsity["conv2_block1_1_conv"] == pytest.approx(0.5, abs=0.02)
     assert qat_metrics.sparsity == pytest.approx(prune_metrics.sparsity, abs=1e-3)
-    from tfdense.cli.latency import graph_prefixes
-
     content = run_dir.export_file("model_int8.tflite").read_bytes()
     ops = [p.op for p in graph_prefixes(content)]
     # One depthwise op per dense layer, its BN folded; the shared ranges leave no requantization.
