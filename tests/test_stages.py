@@ -109,6 +109,30 @@ def test_a_new_run_adopts_the_trained_stage_of_a_run_with_the_same_recipe(tmp_pa
         RunDir(tmp_path / "other").adoptable_stages(run_dir, longer)
 
 
+def test_a_warm_started_train_stage_begins_from_the_files_weights(tmp_path, data, trained):
+    source = tmp_path / "start.h5"
+    trained[0].save(str(source), include_optimizer=False)
+    # A rate too small to move a kernel: what the fit returns is what it started from.
+    config = dataclasses.replace(CONFIG, train=dataclasses.replace(CONFIG.train, epochs=1, learning_rate=1e-9, init_from=str(source)))
+    paths = fitting.FitPaths(backup=tmp_path / "b", history=tmp_path / "h.csv", logs=tmp_path / "logs")
+    model, _ = fitting.fit_config(config, data, paths)
+    for name in ("stem_conv", "predictions"):
+        np.testing.assert_allclose(model.get_layer(name).get_weights()[0], trained[0].get_layer(name).get_weights()[0], atol=1e-6)
+
+
+def test_a_warm_start_from_another_architecture_names_the_first_layer_that_differs(tmp_path):
+    from tfdense.config import ConfigError, check_paths
+    from tfdense.model import build_densenet
+
+    source = tmp_path / "wider.h5"
+    build_densenet(dataclasses.replace(CONFIG.model, stem_filters=12)).save(str(source), include_optimizer=False)
+    with pytest.raises(ConfigError, match="layer 'stem_conv' has weights"):
+        fitting.load_init_weights(build_densenet(CONFIG.model), str(source))
+    missing = dataclasses.replace(CONFIG, train=dataclasses.replace(CONFIG.train, init_from=str(tmp_path / "none.h5")))
+    with pytest.raises(ConfigError, match="train.init_from names no such file"):
+        check_paths(missing)
+
+
 def test_prune_and_qat_distil_from_the_model_they_start_from_when_asked(tmp_path, run_dir, data, trained):
     config = dataclasses.replace(
         CONFIG, prune=dataclasses.replace(CONFIG.prune, distill=True), qat=dataclasses.replace(CONFIG.qat, distill=True)
@@ -229,12 +253,13 @@ def test_ship_refuses_a_run_without_an_export(tmp_path, capsys):
     assert "run the export stage" in capsys.readouterr().err
 
 
-def test_ship_refuses_to_replace_a_float_model_that_a_shipped_config_distils_from(tmp_path, run_dir, exported):
+@pytest.mark.parametrize("field", ["teacher", "init_from"])
+def test_ship_refuses_to_replace_a_float_model_that_a_shipped_config_distils_or_starts_from(tmp_path, run_dir, exported, field):
     from tfdense.cli import ship
 
     teacher = tmp_path / "tiny_int8_float.h5"
     teacher.write_bytes(b"the teacher")
-    (tmp_path / "student_int8.yaml").write_text(f"train:\n  teacher: {teacher}\n")
+    (tmp_path / "student_int8.yaml").write_text(f"train:\n  {field}: {teacher}\n")
     assert ship.main([str(run_dir.path), "--name", "tiny_int8", "--out", str(tmp_path)]) == 2
     assert teacher.read_bytes() == b"the teacher" and not (tmp_path / "tiny_int8.tflite").exists()
 

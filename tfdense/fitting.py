@@ -431,8 +431,9 @@ def fit(
 
 
 def fit_config(config: RunConfig, data: data_lib.Cifar, paths: FitPaths, recipe: Recipe | None = None) -> tuple[keras.Model, FitSummary]:
-    """Trains `config.model` from scratch on `data` into `paths`: the one way a config is trained
-    in a folder, shared by the train stage, the tuner's trials and the proxy check.
+    """Trains `config.model` on `data` into `paths`, from scratch or from `train.init_from`'s
+    weights: the one way a config is trained in a folder, shared by the train stage, the tuner's
+    trials and the proxy check.
 
     `recipe` defaults to the config's own train recipe (`Recipe.for_stage(config, "train")`);
     the tuner passes its proxy's shorter one.
@@ -440,7 +441,30 @@ def fit_config(config: RunConfig, data: data_lib.Cifar, paths: FitPaths, recipe:
     from tfdense.model import build_for_training
 
     recipe = recipe or Recipe.for_stage(config, "train")
-    return fit(lambda: build_for_training(config.model, data.x_train), data, config.data, recipe, paths)
+
+    def build() -> keras.Model:
+        model = build_for_training(config.model, data.x_train)
+        if config.train.init_from:
+            load_init_weights(model, config.train.init_from)
+        return model
+
+    return fit(build, data, config.data, recipe, paths)
+
+
+def load_init_weights(model: keras.Model, path: str) -> None:
+    """Copies the weights of the Keras model file `path` into `model`, layer by layer by name;
+    ConfigError when the two architectures differ (a layer missing or a shape that disagrees)."""
+    source = keras.models.load_model(path, compile=False)
+    theirs = {layer.name: layer for layer in source.layers}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        other = theirs.get(layer.name)
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if other is None or [tuple(w.shape) for w in other.weights] != shapes:
+            found = "no such layer" if other is None else f"weights {[tuple(w.shape) for w in other.weights]}"
+            raise ConfigError(f"train.init_from {path} is another architecture: layer {layer.name!r} has weights {shapes}, the file {found}")
+        layer.set_weights(other.get_weights())
 
 
 def discard_backup(paths: FitPaths) -> None:

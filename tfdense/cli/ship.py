@@ -149,12 +149,14 @@ def searched_architecture(search: Path, config: RunConfig) -> str:
     return f"{search.as_posix()} (trial {trial.group(1) if trial else '?'})"
 
 
-def teacher_configs(float_file: Path, configs: list[Path]) -> list[Path]:
-    """The configs among `configs` whose `train.teacher` is `float_file` (which shipping would replace)."""
+def configs_reading(float_file: Path, configs: list[Path]) -> list[Path]:
+    """The configs among `configs` whose `train.teacher` or `train.init_from` is `float_file`
+    (which shipping would replace)."""
     named = []
     for path in configs:
-        teachers = apply_dict(RunConfig(), load_config_file(path)).train.teacher
-        if any(Path(t).resolve() == float_file.resolve() for t in teachers):
+        train = apply_dict(RunConfig(), load_config_file(path)).train
+        sources = [*train.teacher, *([train.init_from] if train.init_from else [])]
+        if any(Path(t).resolve() == float_file.resolve() for t in sources):
             named.append(path)
     return named
 
@@ -207,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     float_file = out / f"{args.name}_float.h5"
-    users = teacher_configs(float_file, sorted(out.glob("*.yaml"))) if float_file.exists() else []
+    users = configs_reading(float_file, sorted(out.glob("*.yaml"))) if float_file.exists() else []
     if users:
-        print(f"error: {float_file} is the teacher of {', '.join(map(str, users))}; shipping would replace it. "
-              f"Move it (e.g. to tuning/teachers/) and point those configs there first", file=sys.stderr)
+        print(f"error: {float_file} is the teacher or start (train.init_from) of {', '.join(map(str, users))}; "
+              f"shipping would replace it. Move it (e.g. to tuning/teachers/ or tuning/starts/) and point those configs there first", file=sys.stderr)
         return 2
 
     from tfdense.data import load_test

@@ -1,4 +1,5 @@
-"""The train stage: the float DenseNet, trained from scratch with the `train` recipe.
+"""The train stage: the float DenseNet, trained with the `train` recipe from scratch (or from
+`train.init_from`'s weights).
 
 Keeps the best-on-validation weights and resumes from its last completed epoch after any kill.
 """
@@ -20,7 +21,7 @@ NAME = "train"
 
 
 def run(model: keras.Model | None, data: Cifar, config: RunConfig, run_dir: RunDir) -> tuple[keras.Model, TrainMetrics]:
-    """Trains a new model from `config.model` (the first stage: `model` is None); writes `train/model.h5` and metrics."""
+    """Trains a model of `config.model` (the first stage: `model` is None); writes `train/model.h5` and metrics."""
     paths = fit_paths(run_dir, NAME, keep_best=True)
     model, summary = fitting.fit_config(config, data, paths)
     model.save(str(run_dir.model(NAME)), include_optimizer=False)
