@@ -120,6 +120,28 @@ def test_a_warm_started_train_stage_begins_from_the_files_weights(tmp_path, data
         np.testing.assert_allclose(model.get_layer(name).get_weights()[0], trained[0].get_layer(name).get_weights()[0], atol=1e-6)
 
 
+def test_a_train_stage_of_zero_epochs_keeps_the_start_files_model_exactly(tmp_path, data, trained):
+    source = tmp_path / "start.h5"
+    trained[0].save(str(source), include_optimizer=False)
+    config = dataclasses.replace(CONFIG, train=dataclasses.replace(CONFIG.train, epochs=0, warmup_epochs=0, init_from=str(source)))
+    kept_dir = RunDir(tmp_path / "kept")
+    kept_dir.open(config, "test")
+    model, metrics = training.run(None, data, config, kept_dir)
+    # BatchNorm's moving statistics too: an epoch at any rate would re-estimate them.
+    for ours, theirs in zip(model.weights, trained[0].weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.name)
+    assert (metrics.epochs, metrics.train_seconds) == (0, 0.0)
+    assert metrics.val_accuracy == trained[1].val_accuracy
+    assert kept_dir.is_complete("train") and not kept_dir.history("train").exists()
+
+
+def test_zero_train_epochs_need_a_model_to_start_from():
+    from tfdense.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.epochs must be >= 1 \\(0 only with train.init_from\\)"):
+        TrainConfig(epochs=0, warmup_epochs=0)
+
+
 def test_a_warm_start_from_another_architecture_names_the_first_layer_that_differs(tmp_path):
     from tfdense.config import ConfigError, check_paths
     from tfdense.model import build_densenet

@@ -346,6 +346,11 @@ class FitSummary:
     train_seconds: float
 
     @classmethod
+    def none(cls) -> FitSummary:
+        """No epoch run (a train stage with `train.epochs: 0`)."""
+        return cls(epochs=0, best_epoch=0, best_val_accuracy=float("nan"), seconds_per_epoch=0.0, train_img_per_s=0.0, train_seconds=0.0)
+
+    @classmethod
     def from_history(cls, rows: list[dict[str, float]]) -> FitSummary:
         best = max(rows, key=lambda r: r.get("val_accuracy", -1.0))
         steady = [r for r in rows if r["epoch"] > 1] or rows
@@ -438,17 +443,18 @@ def fit_config(config: RunConfig, data: data_lib.Cifar, paths: FitPaths, recipe:
     `recipe` defaults to the config's own train recipe (`Recipe.for_stage(config, "train")`);
     the tuner passes its proxy's shorter one.
     """
+    recipe = recipe or Recipe.for_stage(config, "train")
+    return fit(lambda: initial_model(config, data), data, config.data, recipe, paths)
+
+
+def initial_model(config: RunConfig, data: data_lib.Cifar) -> keras.Model:
+    """`config.model` as training starts it: fresh initialisers, or `train.init_from`'s weights."""
     from tfdense.model import build_for_training
 
-    recipe = recipe or Recipe.for_stage(config, "train")
-
-    def build() -> keras.Model:
-        model = build_for_training(config.model, data.x_train)
-        if config.train.init_from:
-            load_init_weights(model, config.train.init_from)
-        return model
-
-    return fit(build, data, config.data, recipe, paths)
+    model = build_for_training(config.model, data.x_train)
+    if config.train.init_from:
+        load_init_weights(model, config.train.init_from)
+    return model
 
 
 def load_init_weights(model: keras.Model, path: str) -> None:

@@ -1,5 +1,5 @@
 """The train stage: the float DenseNet, trained with the `train` recipe from scratch (or from
-`train.init_from`'s weights).
+`train.init_from`'s weights; with `train.epochs: 0`, that file's model kept as it is).
 
 Keeps the best-on-validation weights and resumes from its last completed epoch after any kill.
 """
@@ -23,7 +23,11 @@ NAME = "train"
 def run(model: keras.Model | None, data: Cifar, config: RunConfig, run_dir: RunDir) -> tuple[keras.Model, TrainMetrics]:
     """Trains a model of `config.model` (the first stage: `model` is None); writes `train/model.h5` and metrics."""
     paths = fit_paths(run_dir, NAME, keep_best=True)
-    model, summary = fitting.fit_config(config, data, paths)
+    if config.train.epochs == 0:
+        # init_from's model kept as it is (checked against config.model layer by layer).
+        model, summary = fitting.initial_model(config, data), fitting.FitSummary.none()
+    else:
+        model, summary = fitting.fit_config(config, data, paths)
     model.save(str(run_dir.model(NAME)), include_optimizer=False)
     costs = model_costs(model)
     metrics = TrainMetrics(
