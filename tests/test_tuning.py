@@ -365,3 +365,54 @@ def test_proxy_check_reports_and_a_second_call_scores_the_trained_trials_without
     assert proxy_check.main(args) == 0
     again = json.loads((tmp_path / "check" / "proxy_check.json").read_text())
     assert [r["long_val_accuracy"] for r in again["trials"]] == [r["long_val_accuracy"] for r in first["trials"]]
+
+
+def tiny_search_folder(folder: Path, growth_rate: int, learning_rate: float) -> Path:
+    """A search folder whose trials.json holds one scored trial ("07") of the tiny space."""
+    import keras_tuner as kt
+
+    from tuning.space import declare
+
+    hp = kt.HyperParameters()
+    declare(hp, "tiny")
+    values = dict(hp.values, growth_rate=growth_rate, learning_rate=learning_rate)
+    folder.mkdir()
+    trial = {"trial_id": "07", "status": "COMPLETED", "val_accuracy": 0.3, "weights": 1000, "macs": 10_000, "hyperparameters": values}
+    (folder / "trials.json").write_text(json.dumps({"settings": {"space": "tiny"}, "trials": [trial]}))
+    return folder
+
+
+def test_a_grid_refinement_tries_each_free_choice_once_with_the_rest_pinned_to_the_trial(tmp_path, cifar10):
+    earlier = tiny_search_folder(tmp_path / "earlier", growth_rate=4, learning_rate=0.1)
+    out = tmp_path / "refine"
+    command = [sys.executable, "-m", "tuning.search", "--tuner", "grid", "--max-trials", "10", "--around", f"{earlier}:07",
+               "--free", "growth_rate", "--out", str(out), *TINY]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = trials(out)
+    # The tiny space has 2 growth rates x 2 learning rates; pinned, only the growth rates remain.
+    assert sorted(r["hyperparameters"]["growth_rate"] for r in records.values()) == [2, 4]
+    assert {r["hyperparameters"]["learning_rate"] for r in records.values()} == {0.1}
+    settings = json.loads((out / "trials.json").read_text())["settings"]
+    assert settings["around"] == f"{earlier}:07" and settings["free"] == ["growth_rate"]
+
+
+@pytest.mark.parametrize("free, message", [
+    (["kernel"], "--free kernel: not a hyperparameter of trial 07"),
+    ([], "--around needs at least one --free hyperparameter"),
+])
+def test_a_refinement_names_a_free_hyperparameter_the_trial_lacks(tmp_path, free, message):
+    from tuning.trials import TrialsError, pinned_around
+
+    earlier = tiny_search_folder(tmp_path / "earlier", growth_rate=4, learning_rate=0.1)
+    with pytest.raises(TrialsError, match=message):
+        pinned_around(earlier, "07", free)
+
+
+def test_a_refinement_refuses_an_unscored_trial_and_free_without_around(tmp_path):
+    earlier = tiny_search_folder(tmp_path / "earlier", growth_rate=4, learning_rate=0.1)
+    for extra, message in ((["--around", f"{earlier}:08", "--free", "growth_rate"], "has no scored trial '08'"),
+                           (["--free", "growth_rate"], "--free needs --around SEARCH:TRIAL"),
+                           (["--around", str(earlier), "--free", "growth_rate"], "--around must be SEARCH_FOLDER:TRIAL_ID")):
+        result = subprocess.run(search_command(tmp_path / "out", *extra), cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from tfdense.tables import markdown_table
+from tuning.trials import TrialsError, read_search
 
 
 def ranks(values: list[float]) -> np.ndarray:
@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     search = Path(args.search)
     try:
-        results = json.loads((search / "trials.json").read_text())
-        trials = {t["trial_id"]: t for t in results["trials"]}
-    except (OSError, ValueError, KeyError) as e:
-        print(f"error: {search / 'trials.json'} is not a search's results ({e})", file=sys.stderr)
+        results = read_search(search)
+        trials = results.trials
+    except TrialsError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     chosen = [t.strip() for t in args.trials.split(",") if t.strip()]
     unknown = [t for t in chosen if t not in trials or "val_accuracy" not in trials[t]]
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from tfdense.model import build_densenet
     from tuning import space
 
-    settings = results["settings"]
+    settings = results.settings
     base = resolve(settings["preset"], None, settings.get("overrides", []))
     out = Path(args.out)
     rows = []

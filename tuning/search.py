@@ -2,11 +2,18 @@
 
     python -m tuning.search --tuner bayesian --max-trials 16 --profile rung1 --out tuning/searches/rung1
     python -m tuning.search --tuner hyperband --max-epochs 9 --max-weights 45000 --out tuning/searches/64k
+    python -m tuning.search --tuner grid --space ninety --profile ninety --around tuning/searches/ninety-bayes:18 \
+        --free kernel_size --epochs 30 --train-subset 0 --out tuning/searches/ninety-refine
 
 Candidates over the weights/MACs budget are rejected before any training. Each scored
 candidate trains on the proxy schedule (`--epochs` on `--train-subset` images; Hyperband sets
 the epochs per bracket) and is scored on the fixed validation split. Re-running the same command
 continues a search that was interrupted (even by SIGKILL). Results: see `tuning/results.py`.
+
+A refinement (`--around SEARCH:TRIAL --free NAME ...`) holds every hyperparameter of an earlier
+search's trial fixed but the `--free` ones: a short proxy ranks coarse choices but not the top
+few candidates, so the few it cannot separate are searched again on a longer one (`--tuner grid`
+tries each combination once).
 
 Distributed (keras-tuner's chief/worker mode over gRPC): run the same command on every
 machine with KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT set to the chief's address and
@@ -22,8 +29,10 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from tfdense.config import ConfigError, add_config_arguments, config_from_args
+from tuning.trials import TrialsError, pinned_around
 
 PROFILE_NAMES = ("rung1", "64k", "ninety")
 
@@ -31,7 +40,8 @@ PROFILE_NAMES = ("rung1", "64k", "ninety")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tuning.search", description=__doc__.split("\n\n")[0].replace("`", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
-    parser.add_argument("--tuner", choices=("hyperband", "bayesian", "random"), default="bayesian", help="search algorithm (default: bayesian)")
+    parser.add_argument("--tuner", choices=("hyperband", "bayesian", "random", "grid"), default="bayesian",
+                        help="search algorithm (default: bayesian; grid: every combination of the free choices)")
     parser.add_argument("--out", required=True, help="search folder: keras-tuner state, trial logs, results")
     parser.add_argument("--profile", choices=PROFILE_NAMES, default="rung1",
                         help="budget profile: rung1 = 70,000 weights / 12.5M MACs / 98,496 predicted int8 bytes, 64k = 45,000 / 12.5M / 65,536 predicted int8 bytes, "
@@ -49,10 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(parser, config_file=False, what="everything the space does not set: the search")
     parser.add_argument("--space", choices=("full", "ninety", "tiny"), default="full",
                         help="the search space (ninety: depthwise DenseNets from 32x32, for --profile ninety; tiny: two smoke-sized models, for tests)")
+    parser.add_argument("--around", metavar="SEARCH:TRIAL", help="refine around a scored trial of an earlier search folder: its hyperparameters, but the --free ones, stay fixed")
+    parser.add_argument("--free", action="append", default=[], metavar="NAME", help="with --around: a hyperparameter the refinement searches; repeatable")
     parser.add_argument("--seed", type=int, default=0, help="the tuner's sampling seed (training seeds come from train.seed)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2, help="per-trial Keras progress: 0 silent, 1 bar, 2 one line per epoch")
     parser.add_argument("--results-only", action="store_true", help="write the results of the search in --out as it stands, run no trial")
     return parser
+
+
+def refinement(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
+    """The hyperparameters `--around` pins (none without it)."""
+    if not args.around:
+        if args.free:
+            raise ConfigError("--free needs --around SEARCH:TRIAL")
+        return ()
+    folder, sep, trial_id = args.around.rpartition(":")
+    if not sep or not folder or not trial_id:
+        raise ConfigError(f"--around must be SEARCH_FOLDER:TRIAL_ID, got {args.around!r}")
+    return pinned_around(Path(folder), trial_id, args.free)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("max_weights", "max_macs", "max_bytes"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
-    except ConfigError as e:
+        pinned = refinement(args)
+    except (ConfigError, TrialsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -87,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         accuracy_floor=args.accuracy_floor,
         space=args.space,
         verbose=args.verbose,
+        pinned=pinned,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "preset": args.preset,
         "overrides": args.set,
         "space": args.space,
+        **({"around": args.around, "free": args.free} if args.around else {}),
     }
     best = results.write_results(tuner, summary, out, args.objective, budget)
     if best is None:

@@ -57,6 +57,9 @@ class SearchSettings:
     accuracy_floor: float = 0.0
     space: str = "full"
     verbose: int = 2
+    # Hyperparameters held at fixed values (a refinement around an earlier trial): the oracle
+    # searches only the space's other entries.
+    pinned: tuple[tuple[str, Any], ...] = ()
 
 
 def objective_for(settings: SearchSettings) -> kt.Objective:
@@ -196,6 +199,10 @@ class RandomSearchOracle(KillSafeState, kt.oracles.RandomSearchOracle):
     pass
 
 
+class GridSearchOracle(KillSafeState, kt.oracles.GridSearchOracle):
+    pass
+
+
 class _Search(DenseNetSearch, kt.Tuner):
     """A keras-tuner Tuner over `oracle` whose own state file is replaced whole, like the oracle's."""
 
@@ -210,9 +217,20 @@ class _Search(DenseNetSearch, kt.Tuner):
         write_atomic(Path(self._get_tuner_fname()), json.dumps(self.get_state()))
 
 
+def pinned_hyperparameters(pinned: tuple[tuple[str, Any], ...]) -> kt.HyperParameters | None:
+    """`pinned` as keras-tuner's override: the space's entries of these names become Fixed."""
+    if not pinned:
+        return None
+    hp = kt.HyperParameters()
+    for name, value in pinned:
+        hp.Fixed(name, value)
+    return hp
+
+
 def _oracle_kwargs(settings: SearchSettings, seed: int) -> dict[str, Any]:
     # Over-budget candidates fail by design; they must not end the search.
-    return dict(objective=objective_for(settings), seed=seed, max_consecutive_failed_trials=1_000)
+    return dict(objective=objective_for(settings), seed=seed, max_consecutive_failed_trials=1_000,
+                hyperparameters=pinned_hyperparameters(settings.pinned))
 
 
 class HyperbandSearch(_Search):
@@ -232,4 +250,12 @@ class RandomSearch(_Search):
         super().__init__(settings, out, RandomSearchOracle(max_trials=max_trials, **_oracle_kwargs(settings, seed)))
 
 
-TUNERS = {"hyperband": HyperbandSearch, "bayesian": BayesianSearch, "random": RandomSearch}
+class GridSearch(_Search):
+    """Every combination of the space's unpinned choices, in order (a refinement: a few free
+    hyperparameters around an earlier search's trial, on a longer proxy)."""
+
+    def __init__(self, settings: SearchSettings, out: Path, max_trials: int, seed: int = 0):
+        super().__init__(settings, out, GridSearchOracle(max_trials=max_trials, **_oracle_kwargs(settings, seed)))
+
+
+TUNERS = {"hyperband": HyperbandSearch, "bayesian": BayesianSearch, "random": RandomSearch, "grid": GridSearch}
