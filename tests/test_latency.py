@@ -40,9 +40,12 @@ def test_op_times_add_up_to_the_model_and_group_by_op_type():
     times = op_latency(RESNET8.read_bytes(), PIXELS, rounds=1)
     assert [t.index for t in times] == list(range(16))
     whole = sum(t.ms for t in times)
-    assert 0.05 < whole < 50, whole
+    # No lower bound in ms: one CI machine ran the whole ResNet-8 in 0.045 ms.
+    assert 0 < whole < 50, whole
     groups = by_op_type(times)
     assert groups["CONV_2D"][:2] == (9, 12_500_992) and groups["ADD"][:2] == (3, 0)
+    # The convolutions hold all of the model's MACs, so they must be the slowest op type.
+    assert next(iter(groups)) == "CONV_2D", groups
     assert abs(sum(ms for *_, ms in groups.values()) - whole) < 1e-9
 
 
