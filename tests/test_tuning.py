@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -264,6 +265,10 @@ def test_search_killed_mid_trial_continues_where_it_stopped(tmp_path, cifar10):
     records = trials(out)
     assert sorted(records) == ["0", "1", "2"] and all(r["status"] == "COMPLETED" for r in records.values())
     assert (out / "search" / "trial_0" / "history.csv").stat().st_mtime_ns == finished_first  # not trained again
+    # A trial's seconds are its epochs' training time, read from the history a resume keeps.
+    for trial_id, record in records.items():
+        with open(out / "search" / f"trial_{trial_id}" / "history.csv") as f:
+            assert record["seconds"] == pytest.approx(sum(float(row["epoch_seconds"]) for row in csv.DictReader(f)))
 
 
 def _free_port() -> int:
