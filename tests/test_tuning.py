@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from tfdense.config import resolve
+from tfdense.files import read_history
 
 pytestmark = pytest.mark.slow
 
@@ -267,8 +267,8 @@ def test_search_killed_mid_trial_continues_where_it_stopped(tmp_path, cifar10):
     assert (out / "search" / "trial_0" / "history.csv").stat().st_mtime_ns == finished_first  # not trained again
     # A trial's seconds are its epochs' training time, read from the history a resume keeps.
     for trial_id, record in records.items():
-        with open(out / "search" / f"trial_{trial_id}" / "history.csv") as f:
-            assert record["seconds"] == pytest.approx(sum(float(row["epoch_seconds"]) for row in csv.DictReader(f)))
+        rows = read_history(out / "search" / f"trial_{trial_id}" / "history.csv")
+        assert record["seconds"] == pytest.approx(sum(row["epoch_seconds"] for row in rows))
 
 
 def _free_port() -> int:
