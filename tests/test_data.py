@@ -199,6 +199,19 @@ def test_train_dataset_yields_augmented_float_batches():
     assert labels.shape == (32, 10)
 
 
+def test_a_repeated_train_dataset_shows_each_image_once_per_epoch_in_a_new_order():
+    # Each image's first pixel is its index; 96 images in batches of 32 are 3 batches an epoch.
+    x = np.zeros((96, 32, 32, 3), np.uint8)
+    x[:, 0, 0, 0] = np.arange(96)
+    y = (np.arange(96) % 10).astype(np.uint8)
+    config = DataConfig(crop_padding=0, flip=False)
+    batches = list(data.train_dataset(x, y, 32, config, seed=0, repeat=True).take(6))
+    order = np.concatenate([b[0].numpy()[:, 0, 0, 0] for b in batches]).astype(int)
+    first, second = order[:96], order[96:]
+    assert sorted(first) == list(range(96)) and sorted(second) == list(range(96))
+    assert not np.array_equal(first, second)
+
+
 @pytest.mark.slow
 def test_real_cifar10_is_verified_and_a_changed_pixel_is_caught(cifar10):
     (x_train, y_train), (x_test, y_test) = cifar10

@@ -431,13 +431,15 @@ class Views:
         return self.dy.shape[1]
 
 
-def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, config, seed: int = 0, views: Views | None = None):
+def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, config, seed: int = 0, views: Views | None = None,
+                  repeat: bool = False):
     """Shuffled, augmented, batched, prefetched (float32 0..255 images, one-hot labels).
 
     The uint8 arrays stay in memory as one tensor; each step gathers a batch of indices, so
     the shuffle buffer holds integers, not images. With `views`, each image in a batch is one
     of its precomputed views, drawn at random, and the batch also carries the teacher's
-    log-probabilities on it: (images, labels, teacher log-probabilities).
+    log-probabilities on it: (images, labels, teacher log-probabilities). With `repeat`, epochs
+    (each reshuffled, each dropping its last partial batch) follow one another without end.
     """
     import tensorflow as tf
 
@@ -473,6 +475,10 @@ def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, config, seed: i
         flips = None if views.flip is None else tf.constant(views.flip)
     ds = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=True)
+    if repeat:
+        # Repeated before the map, so the threads of the map and the prefetch live as long as
+        # the dataset's one iterator and are not rebuilt at each epoch.
+        ds = ds.repeat()
     ds = ds.map(augment if views is None else one_of_the_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
