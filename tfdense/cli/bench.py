@@ -90,7 +90,7 @@ def benchmark(config: RunConfig, steps: int = 40, warmup_steps: int = 8) -> dict
     train = config.train
     data = data_lib.prepare(config.data)
     bs = train.batch_size
-    pipeline = data_lib.train_dataset(data.x_train, data.y_train, bs, config.data, seed=train.seed).repeat()
+    pipeline = data_lib.train_dataset(data.x_train, data.y_train, bs, config.data, seed=train.seed, repeat=True)
 
     start = time.perf_counter()
     for _ in pipeline.take(steps):
