@@ -58,6 +58,8 @@ def test_set_overrides_coerce_to_field_types():
         ("model.stem_init=pca", "model.stem_init must be 'he_normal' or 'whiten'"),
         ("prune.channel_fraction=1", "prune.channel_fraction must be in [0, 1)"),
         ("train.teacher_flip=true", "train.teacher_flip needs train.teacher"),
+        ("model.block_kernels=3,5,5", "model.block_kernels must give one kernel size per entry of model.block_layers"),
+        ("model.block_kernels=3,4", "model.block_kernels entries must be odd"),
     ],
 )
 def test_bad_override_is_rejected_naming_the_field(override, message):

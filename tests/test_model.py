@@ -86,6 +86,17 @@ def test_depthwise_dense_layer_counts_match_a_hand_calculation():
         dataclasses.replace(config, groups=2)
 
 
+def test_block_kernels_set_each_dense_blocks_depthwise_kernel():
+    config = DenseNetConfig(name="dw", stem_filters=8, block_layers=(1, 2), growth_rate=4, bottleneck=8, depthwise=True,
+                            kernel_size=3, block_kernels=(5, 3))
+    model = build_densenet(config)
+    kernels = {layer.name: layer.kernel_size for layer in model.layers if isinstance(layer, keras.layers.DepthwiseConv2D)}
+    assert kernels == {"conv2_block1_2_dwconv": (5, 5), "conv3_block1_2_dwconv": (3, 3), "conv3_block2_2_dwconv": (3, 3)}
+    # 8 channels of the first block's depthwise conv gain 25 - 9 weights each.
+    uniform = dataclasses.replace(config, block_kernels=())
+    assert model_costs(model).weights - model_costs(build_densenet(uniform)).weights == 8 * 16
+
+
 def test_grouped_and_strided_variants_count_fewer_weights():
     base = model_costs(build_densenet(TINY))
     grouped = model_costs(build_densenet(dataclasses.replace(TINY, groups=2)))

@@ -62,6 +62,11 @@ class DenseNetConfig:
     # 1x1 conv to growth_rate (tfdense.model.dense_layer), instead of one kernel_size conv.
     depthwise: bool = False
     kernel_size: int = 3  # of the dense layers' spatial conv (odd)
+    # One kernel size per dense block, in place of kernel_size (empty: kernel_size everywhere).
+    # The 32x32 block is where a large depthwise kernel costs time: 5x5 depthwise convs ran at
+    # 40 GMAC/s against 236 for the 1x1 convs, 61 % of model_int8_large.tflite's LiteRT time
+    # (python -m tfdense latency exports/model_int8_large.tflite).
+    block_kernels: tuple[int, ...] = ()
     dropout: float = 0.0  # before the classifier
     # Moving-average momentum of every BatchNorm's statistics: at 0.9 they average ~10 batches,
     # so validation accuracy can swing between epochs while the weights still move fast.
@@ -89,6 +94,10 @@ class DenseNetConfig:
         for f in ("stem_filters", "stem_kernel", "stem_stride", "growth_rate", "groups"):
             _require(getattr(self, f) >= 1, f"{s}.{f}", "must be >= 1", getattr(self, f))
         _require(self.kernel_size % 2 == 1, f"{s}.kernel_size", "must be odd (3, 5, 7)", self.kernel_size)
+        if self.block_kernels:
+            _require(self.family == "densenet" and len(self.block_kernels) == len(self.block_layers), f"{s}.block_kernels",
+                     "must give one kernel size per entry of model.block_layers (family=densenet)", self.block_kernels)
+            _require(all(k >= 1 and k % 2 == 1 for k in self.block_kernels), f"{s}.block_kernels", "entries must be odd (3, 5, 7)", self.block_kernels)
         _require(not (self.depthwise and self.groups > 1), f"{s}.groups", "must be 1 with model.depthwise (a depthwise conv is fully grouped)", self.groups)
         _require(self.stem_stride <= 2, f"{s}.stem_stride", "must be 1 or 2", self.stem_stride)
         _require(self.bottleneck >= 0, f"{s}.bottleneck", "must be >= 0 (0 = none)", self.bottleneck)

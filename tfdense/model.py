@@ -132,9 +132,10 @@ def build_densenet(config: DenseNetConfig) -> keras.Model:
         return build_plain(config)
     inputs, x = _stem(config)
     momentum = config.bn_momentum
-    for b, num_layers in enumerate(config.block_layers):
+    kernels = config.block_kernels or (config.kernel_size,) * len(config.block_layers)
+    for b, (num_layers, kernel_size) in enumerate(zip(config.block_layers, kernels)):
         x = dense_block(x, num_layers, config.growth_rate, config.bottleneck, config.groups, name=f"conv{b + 2}",
-                        bn_momentum=momentum, depthwise=config.depthwise, kernel_size=config.kernel_size)
+                        bn_momentum=momentum, depthwise=config.depthwise, kernel_size=kernel_size)
         if b < len(config.block_layers) - 1:
             x = transition_block(x, config.compression, config.transition_pool, name=f"pool{b + 2}", bn_momentum=momentum)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
