@@ -70,6 +70,48 @@ def test_byte_budget_rejects_on_the_predicted_int8_size():
     ]
 
 
+def test_latency_budget_rejects_a_candidate_timed_slower_than_allowed():
+    from tfdense.config import DenseNetConfig
+    from tuning.space import Budget, costs_of
+
+    costs = costs_of(DenseNetConfig(name="tiny", stem_filters=8, block_layers=(1, 1), growth_rate=4, bottleneck=8))
+    budget = Budget(10**6, 10**9, max_latency_ratio=1.0)
+    assert budget.violations(costs) == []  # not timed yet: the counts alone pass
+    assert budget.violations(costs, 0.8) == []
+    assert budget.violations(costs, 1.25) == ["latency 1.25x the large ResNet's > 1.00x"]
+
+
+def test_a_search_times_candidates_and_rejects_those_over_the_latency_budget(tmp_path, cifar10):
+    out = tmp_path / "search"
+    # A smoke-sized DenseNet runs far faster than the large ResNet, but not 1,000 times faster.
+    result = subprocess.run(search_command(out, "--max-trials", "1", "--max-latency-ratio", "0.001"), cwd=REPO,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 1, result.stderr[-3000:]  # nothing scored
+    (record,) = trials(out).values()
+    assert record["status"] == "REJECTED" and 0.001 < record["latency_ratio"] < 1.0
+    assert record["message"] == f"over budget: latency {record['latency_ratio']:.2f}x the large ResNet's > 0.00x"
+    assert not (out / "search" / f"trial_{record['trial_id']}" / "history.csv").exists()  # never trained
+
+
+def test_first_kernel_3_gives_the_32x32_block_a_3x3_kernel_and_its_absence_keeps_one_kernel():
+    import keras_tuner as kt
+
+    from tfdense.config import PRESETS
+    from tuning.space import declare, to_config
+
+    hp = kt.HyperParameters()
+    declare(hp, "ninety")
+    hp.values.update(kernel_size=5, first_kernel_3=True)
+    assert to_config(hp, PRESETS["full"]).model.block_kernels == (3, 5, 5)
+    # A trial recorded before the space had first_kernel_3 builds its default: one kernel.
+    old = {k: v for k, v in hp.values.items() if k != "first_kernel_3"}
+    hp = kt.HyperParameters()
+    hp.values.update(old)
+    declare(hp, "ninety")
+    model = to_config(hp, PRESETS["full"]).model
+    assert model.kernel_size == 5 and model.block_kernels == ()
+
+
 def test_ninety_space_builds_depthwise_densenets_that_keep_32x32_and_a_whitened_stem():
     import keras_tuner as kt
 
@@ -402,22 +444,27 @@ def test_a_grid_refinement_tries_each_free_choice_once_with_the_rest_pinned_to_t
     assert settings["around"] == f"{earlier}:07" and settings["free"] == ["growth_rate"]
 
 
-@pytest.mark.parametrize("free, message", [
-    (["kernel"], "--free kernel: not a hyperparameter of trial 07"),
-    ([], "--around needs at least one --free hyperparameter"),
-])
-def test_a_refinement_names_a_free_hyperparameter_the_trial_lacks(tmp_path, free, message):
+def test_a_refinement_needs_a_free_hyperparameter(tmp_path):
     from tuning.trials import TrialsError, pinned_around
 
     earlier = tiny_search_folder(tmp_path / "earlier", growth_rate=4, learning_rate=0.1)
-    with pytest.raises(TrialsError, match=message):
-        pinned_around(earlier, "07", free)
+    with pytest.raises(TrialsError, match="--around needs at least one --free hyperparameter"):
+        pinned_around(earlier, "07", [])
+
+
+def test_a_refinement_may_free_a_hyperparameter_the_space_gained_after_the_trial(tmp_path):
+    from tuning.trials import pinned_around
+
+    earlier = tiny_search_folder(tmp_path / "earlier", growth_rate=4, learning_rate=0.1)
+    pinned = dict(pinned_around(earlier, "07", ["first_kernel_3"]))
+    assert pinned["growth_rate"] == 4 and pinned["learning_rate"] == 0.1 and "first_kernel_3" not in pinned
 
 
 def test_a_refinement_refuses_an_unscored_trial_and_free_without_around(tmp_path):
     earlier = tiny_search_folder(tmp_path / "earlier", growth_rate=4, learning_rate=0.1)
     for extra, message in ((["--around", f"{earlier}:08", "--free", "growth_rate"], "has no scored trial '08'"),
                            (["--free", "growth_rate"], "--free needs --around SEARCH:TRIAL"),
-                           (["--around", str(earlier), "--free", "growth_rate"], "--around must be SEARCH_FOLDER:TRIAL_ID")):
+                           (["--around", str(earlier), "--free", "growth_rate"], "--around must be SEARCH_FOLDER:TRIAL_ID"),
+                           (["--around", f"{earlier}:07", "--free", "kernel"], "--free kernel: not a hyperparameter of --space tiny")):
         result = subprocess.run(search_command(tmp_path / "out", *extra), cwd=REPO, capture_output=True, text=True, timeout=300)
         assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]

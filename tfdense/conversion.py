@@ -282,16 +282,20 @@ def stripped_if_identical(content: bytes, images: np.ndarray) -> bytes:
 
 
 
-def untrained_int8(model: keras.Model, images: np.ndarray, shared_ranges: bool = False, seed: int = 1) -> bytes:
+def untrained_int8(model: keras.Model, images: np.ndarray | None = None, shared_ranges: bool = False, seed: int = 1) -> bytes:
     """The stripped full-int8 file of an untrained float `model`, converted as the pipeline converts a trained one.
 
     A file's size and speed depend on its architecture, not on trained values, so this answers
     both before any training. The model's BatchNorms get trained-looking statistics, in place
     (they fold into distinct biases, which the converter cannot share), and activation ranges
     are calibrated on `images` (distinct ranges make each concatenation need a requantize op, as
-    after real QAT, unless `shared_ranges` ties them as `qat.shared_concat_ranges` does).
+    after real QAT, unless `shared_ranges` ties them as `qat.shared_concat_ranges` does). Without
+    `images`, random pixels calibrate: the ranges fix only activation scales, which change
+    neither size nor speed.
     """
     rng = np.random.default_rng(seed)
+    if images is None:
+        images = rng.integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
@@ -301,3 +305,4 @@ def untrained_int8(model: keras.Model, images: np.ndarray, shared_ranges: bool =
     if shared_ranges:
         share_concat_ranges(qat_model)
     return strip(to_tflite(qat_model, int8=True, representative=representative_images(images, count=32)))
+

@@ -138,6 +138,18 @@ def interleaved_latency_ms(models: Sequence[TFLiteModel], pixels: np.ndarray, ro
     return [float(np.median(times)) for times in per_round]
 
 
+def latencies_beside_peers(contents: list[bytes], rounds: int = 15, images: int = 300) -> tuple[list[float], list[float]]:
+    """Single-thread latencies (ms) of `contents` and of the MLPerf Tiny peers (ResNet-8, then the
+    large ResNet), all timed in the same interleaved rounds on random pixels: a ratio to a peer
+    carries from one machine to another better than milliseconds do."""
+    from tfdense.peers import peer_files
+
+    pixels = np.random.default_rng(0).integers(0, 256, (images, 32, 32, 3)).astype(np.uint8)
+    peers = [path.read_bytes() for path in peer_files("mlperf-tiny")]
+    latencies = interleaved_latency_ms([TFLiteClassifier(content) for content in list(contents) + peers], pixels, rounds)
+    return latencies[: len(contents)], latencies[len(contents) :]
+
+
 def _op_names(content: bytes) -> set[str]:
     try:
         return set(graph_stats(content).ops)

@@ -24,7 +24,7 @@ from tfdense.plots import trials_scatter
 from tfdense.files import write_atomic, write_json
 from tfdense.tables import markdown_table
 
-SCORE_KEYS = ("val_accuracy", "imt_score", "score", "weights", "macs", "int8_bytes", "epochs", "seconds")
+SCORE_KEYS = ("val_accuracy", "imt_score", "score", "weights", "macs", "int8_bytes", "epochs", "seconds", "latency_ratio")
 
 
 def trial_records(tuner, budget) -> list[dict[str, Any]]:
@@ -50,7 +50,7 @@ def trial_records(tuner, budget) -> list[dict[str, Any]]:
         record["int8_bytes"] = float(costs.int8_bytes)
         if rejected:
             record["status"] = "REJECTED"
-            record["message"] = "over budget: " + "; ".join(budget.violations(costs))
+            record["message"] = "over budget: " + "; ".join(budget.violations(costs, record.get("latency_ratio")))
         elif trial.message:
             record["message"] = trial.message.strip().splitlines()[-1][:300]
         records.append(record)
@@ -61,7 +61,7 @@ def over_budget(record: dict[str, Any], budget) -> list[str]:
     """What a scored trial's recorded costs break in `budget`: a search resumed under a tighter
     budget keeps the trials it scored before in its results, but they cannot win."""
     costs = ModelCosts(weights=int(record["weights"]), params=0, macs=int(record["macs"]), int8_bytes=int(record["int8_bytes"]))
-    return budget.violations(costs)
+    return budget.violations(costs, record.get("latency_ratio"))
 
 
 def best_record(records: list[dict[str, Any]], objective: str, budget) -> dict[str, Any] | None:
@@ -91,11 +91,14 @@ def write_results(tuner, settings_dict: dict[str, Any], out: Path, objective: st
         "(fixed validation split; the test set is never used here).",
         "",
     ]
+    timed = any("latency_ratio" in r for r in records)
     lines.append(markdown_table(
-        ("trial", "val accuracy", "weights", "MACs", "int8 bytes (predicted)", "within budget", "epochs", "seconds", "hyperparameters"),
-        [(r["trial_id"], f"{100 * r['val_accuracy']:.2f} %", f"{int(r['weights']):,}", f"{int(r['macs']):,}", f"{int(r['int8_bytes']):,}",
-          "; ".join(over_budget(r, budget)) or "yes", int(r.get("epochs", 0)), f"{r['seconds']:.0f}",
-          ", ".join(f"{k}={v}" for k, v in r["hyperparameters"].items() if not k.startswith("tuner/"))) for r in scored]))
+        ("trial", "val accuracy", "weights", "MACs", "int8 bytes (predicted)") + (("latency / large ResNet",) if timed else ())
+        + ("within budget", "epochs", "seconds", "hyperparameters"),
+        [(r["trial_id"], f"{100 * r['val_accuracy']:.2f} %", f"{int(r['weights']):,}", f"{int(r['macs']):,}", f"{int(r['int8_bytes']):,}")
+         + ((f"{r['latency_ratio']:.2f}x" if "latency_ratio" in r else "not timed",) if timed else ())
+         + ("; ".join(over_budget(r, budget)) or "yes", int(r.get("epochs", 0)), f"{r['seconds']:.0f}",
+            ", ".join(f"{k}={v}" for k, v in r["hyperparameters"].items() if not k.startswith("tuner/"))) for r in scored]))
     if scored:
         per_epoch = [r["seconds"] / max(r.get("epochs", 1), 1) for r in scored]
         lines += ["", f"Cost per trial: median {np.median([r['seconds'] for r in scored]):.0f} s ({np.median(per_epoch):.1f} s per proxy epoch)."]
@@ -106,7 +109,7 @@ def write_results(tuner, settings_dict: dict[str, Any], out: Path, objective: st
     if best is not None:
         config = tuner.hypermodel.build(_hp_from(tuner, best["trial_id"]))
         chosen = {section: values for section, values in config.to_dict().items() if section in ("model", "data", "train")}
-        chosen["model"]["block_layers"] = list(chosen["model"]["block_layers"])
+        chosen["model"] = {k: list(v) if isinstance(v, tuple) else v for k, v in chosen["model"].items()}  # YAML has no tuples
         header = (
             f"# Chosen by the search in this folder: trial {best['trial_id']}, val accuracy {best['val_accuracy']:.4f} "
             f"after {int(best.get('epochs', 0))} proxy epochs,\n# {int(best['weights']):,} weights, {int(best['macs']):,} MACs. "

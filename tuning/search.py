@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-weights", type=int, help="override the profile's weight budget (conv/dense kernel entries)")
     parser.add_argument("--max-macs", type=int, help="override the profile's MAC budget (per 32x32 image)")
     parser.add_argument("--max-bytes", type=int, help="override the profile's budget on the predicted stripped int8 .tflite bytes")
+    parser.add_argument("--max-latency-ratio", type=float,
+                        help="override the profile's latency budget: the untrained int8 file's single-thread LiteRT latency over the "
+                        "MLPerf Tiny large ResNet's, timed together before training (ninety: 1.0; 0 = not timed)")
     parser.add_argument("--max-trials", type=int, default=16, help="trials for bayesian/random, rejected ones included (default 16)")
     parser.add_argument("--max-epochs", type=int, default=9, help="hyperband: epochs of the longest bracket (default 9)")
     parser.add_argument("--epochs", type=int, default=6, help="proxy epochs per trial for bayesian/random (default 6)")
@@ -102,8 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     from tuning.tuner import TUNERS, Proxy, SearchSettings
 
     profile = space.PROFILES[args.profile]
+    latency = profile.max_latency_ratio if args.max_latency_ratio is None else (args.max_latency_ratio or None)
     budget = space.Budget(max_weights=args.max_weights or profile.max_weights, max_macs=args.max_macs or profile.max_macs,
-                          max_bytes=args.max_bytes or profile.max_bytes)
+                          max_bytes=args.max_bytes or profile.max_bytes, max_latency_ratio=latency)
+    unknown = sorted(set(args.free) - set(space.declared_names(args.space)))
+    if unknown:
+        print(f"error: --free {', '.join(unknown)}: not a hyperparameter of --space {args.space}", file=sys.stderr)
+        return 2
     settings = SearchSettings(
         base=base,
         budget=budget,

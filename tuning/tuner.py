@@ -88,13 +88,20 @@ class DenseNetSearch:
         except ConfigError as e:
             raise kt.errors.FailedTrialError(f"invalid candidate: {e}") from e
         costs = space.costs_of(config.model)
-        if settings.budget.violations(costs):
+        measured: dict[str, float] = {}
+        problems = settings.budget.violations(costs)
+        if not problems and settings.budget.max_latency_ratio is not None:
+            # Timed only once the counts pass: it converts the candidate, about half a minute.
+            measured["latency_ratio"] = space.latency_ratio(config)
+            problems = settings.budget.violations(costs, measured["latency_ratio"])
+        if problems:
             # Rejected untrained, but scored as the worst possible candidate rather than failed:
             # a failed trial tells BayesianOptimization nothing, and it kept proposing
             # over-budget candidates (6 in a row in the first search); a zero teaches it where
             # the budget ends.
             return {"val_accuracy": 0.0, "imt_score": 1.0, "score": 2.0, "weights": float(costs.weights),
-                    "macs": float(costs.macs), "int8_bytes": float(costs.int8_bytes), "epochs": 0.0, "seconds": 0.0, "rejected": 1.0}
+                    "macs": float(costs.macs), "int8_bytes": float(costs.int8_bytes), "epochs": 0.0, "seconds": 0.0, "rejected": 1.0,
+                    **measured}
         # Hyperband gives each bracket its own number of epochs.
         epochs = int(hp.values.get("tuner/epochs", settings.proxy.epochs))
         recipe = dataclasses.replace(
@@ -122,6 +129,7 @@ class DenseNetSearch:
             # count only the epochs after the resume (363 s for a 30-epoch trial resumed at 27).
             "seconds": summary.train_seconds,
             "rejected": 0.0,
+            **measured,
         }
         hparams = {k: v for k, v in hp.values.items() if isinstance(v, (bool, int, float, str))}
         log_hparams(self.hparams_dir / f"trial_{trial.trial_id}", hparams, metrics, session=f"trial_{trial.trial_id}")

@@ -219,24 +219,20 @@ class DeviceTime:
 def device_times(arms: list[tuple[str, RunConfig]], rounds: int = 15) -> list[DeviceTime]:
     """Untrained full-int8 files of `arms`, then the MLPerf Tiny peers, timed interleaved."""
     from tfdense.conversion import untrained_int8
-    from tfdense.litert import TFLiteClassifier, graph_stats, interleaved_latency_ms
+    from tfdense.litert import graph_stats, latencies_beside_peers
     from tfdense.model import build_densenet
     from tfdense.peers import peer_files
 
-    rng = np.random.default_rng(0)
-    # Calibration fixes only the activation scales, which change neither size nor speed.
-    calibration = rng.integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)
-    pixels = rng.integers(0, 256, (300, 32, 32, 3)).astype(np.uint8)
     files: list[tuple[str, bytes]] = []
     for name, config in arms:
         print(f"[tfdense] {name}: converting the untrained architecture to full int8", file=sys.stderr, flush=True)
-        files.append((name, untrained_int8(build_densenet(config.model), calibration, shared_ranges=config.qat.shared_concat_ranges)))
+        files.append((name, untrained_int8(build_densenet(config.model), shared_ranges=config.qat.shared_concat_ranges)))
+    print(f"[tfdense] timing {len(files) + 2} files interleaved, {rounds} rounds of 300 images", file=sys.stderr, flush=True)
+    latencies, peer_latencies = latencies_beside_peers([content for _, content in files], rounds)
     files += [(path.name, path.read_bytes()) for path in peer_files("mlperf-tiny")]
-    print(f"[tfdense] timing {len(files)} files interleaved, {rounds} rounds of {len(pixels)} images", file=sys.stderr, flush=True)
-    latencies = interleaved_latency_ms([TFLiteClassifier(content) for _, content in files], pixels, rounds)
-    reference = latencies[len(arms)]
+    reference = peer_latencies[0]
     rows = []
-    for (name, content), ms in zip(files, latencies):
+    for (name, content), ms in zip(files, latencies + peer_latencies):
         stats = graph_stats(content)
         rows.append(DeviceTime(name, stats.weights, stats.macs, len(content), ms, ms / reference))
     return rows
