@@ -305,4 +305,3 @@ def untrained_int8(model: keras.Model, images: np.ndarray | None = None, shared_
     if shared_ranges:
         share_concat_ranges(qat_model)
     return strip(to_tflite(qat_model, int8=True, representative=representative_images(images, count=32)))
-
