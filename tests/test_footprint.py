@@ -49,3 +49,12 @@ def test_size_fit_recovers_the_overheads_it_was_given():
     rows = [{"weights": w, "channels": c, "layers": n, "bytes": w + 27 * c + 135 * n + 1100}
             for w, c, n in [(70752, 218, 36), (43256, 478, 81), (1076, 48, 26), (173064, 922, 96)]]
     np.testing.assert_allclose(fit(rows), [27, 135, 1100], rtol=1e-6)
+
+
+def test_per_tensor_size_fit_refits_only_the_bytes_per_channel():
+    from tfdense.cli.sizefit import fit
+    from tfdense.costs import INT8_BYTES_FIXED, INT8_BYTES_PER_LAYER
+
+    rows = [{"weights": w, "channels": c, "layers": n, "bytes": round(w + 4.5 * c + INT8_BYTES_PER_LAYER * n + INT8_BYTES_FIXED)}
+            for w, c, n in [(70752, 218, 36), (43256, 478, 81), (1076, 48, 26), (173064, 922, 96)]]
+    np.testing.assert_allclose(fit(rows, per_channel=False), [4.5, INT8_BYTES_PER_LAYER, INT8_BYTES_FIXED], atol=0.01)

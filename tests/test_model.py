@@ -183,16 +183,17 @@ def test_qat_model_converts_to_full_int8_tflite():
         np.testing.assert_array_equal(normalized.get_tensor(first["outputs"][0]), image[None])
 
 
-def test_int8_file_size_is_predicted_within_one_percent_before_conversion():
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
+def test_int8_file_size_is_predicted_within_one_percent_before_conversion(per_channel):
     from tfdense.cli.sizefit import measure
 
     # Two wide layers per block (42,480 weights): fast to convert, in the fit's range.
     fields = dict(stem_filters=16, block_layers=(2, 2), growth_rate=24, bottleneck=0, compression=0.75)
     images = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3)).astype(np.uint8)
-    row = measure("mid", fields, images)
+    row = measure("mid", fields, images, per_channel=per_channel)
     assert row["predicted"] == pytest.approx(row["bytes"], rel=0.01)
     model = build_densenet(DenseNetConfig(name="mid", **fields))
-    assert model_costs(model).int8_bytes == row["predicted"]
+    assert model_costs(model, per_channel).int8_bytes == row["predicted"]
 
 
 def test_optional_tflite_variants_convert_and_shrink():
@@ -265,3 +266,52 @@ def test_shared_concat_ranges_remove_every_requantization_from_the_int8_graph():
     content = to_tflite(qat, int8=True, representative=representative_images(x, count=8))
     ops = [p.op for p in graph_prefixes(content)]
     assert ops.count("CONCATENATION") == 3 and "QUANTIZE" not in ops, ops
+
+
+def _with_trained_looking_batchnorms(model: keras.Model, seed: int = 0) -> keras.Model:
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)])
+    return model
+
+
+def test_folding_the_batchnorms_keeps_the_outputs_and_fuses_each_relu_into_its_conv():
+    from tfdense.conversion import fold_batchnorm
+
+    model = _with_trained_looking_batchnorms(build_densenet(dataclasses.replace(TINY, depthwise=True, kernel_size=5)))
+    folded = fold_batchnorm(model)
+    x = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    kinds = [type(layer).__name__ for layer in folded.layers]
+    assert "BatchNormalization" not in kinds and "ReLU" not in kinds, kinds
+    convs = [layer for layer in folded.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    assert convs and all(layer.use_bias and layer.activation is keras.activations.relu for layer in convs)
+    assert model_costs(folded).weights == model_costs(model).weights
+
+
+def test_per_tensor_qat_refuses_batchnorms_that_are_not_folded():
+    from tfdense.conversion import quantize
+
+    with pytest.raises(ValueError, match="fold_batchnorm"):
+        quantize(build_densenet(TINY), per_channel=False)
+
+
+def test_a_per_tensor_int8_file_stores_one_scale_per_kernel_and_drops_each_channels_parameters():
+    from tfdense.conversion import untrained_int8
+    from tfdense.costs import int8_size_features
+    from tfdense.litert import kernel_scale_counts
+
+    config = dataclasses.replace(TINY, depthwise=True, stem_pool=False, transition_pool="max_first")
+    x = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3)).astype(np.uint8)
+    keras.utils.set_random_seed(0)
+    per_channel = untrained_int8(build_densenet(config), x, shared_ranges=True)
+    keras.utils.set_random_seed(0)
+    per_tensor = untrained_int8(build_densenet(config), x, shared_ranges=True, per_channel=False)
+    assert max(kernel_scale_counts(per_channel)) > 1
+    assert set(kernel_scale_counts(per_tensor)) == {1}
+    _, channels, _ = int8_size_features(build_densenet(config))
+    # Per conv channel the weights' float32 scale and int64 zero point, and the bias's: 24
+    # bytes; `channels` also counts the classifier's, per tensor in both files.
+    assert len(per_channel) - len(per_tensor) >= 16 * channels

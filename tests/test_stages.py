@@ -12,7 +12,7 @@ from tfdense import fitting
 from tfdense.distillation import TeacherEnsemble, load_teacher
 from tfdense.config import PRESETS, DataConfig, DenseNetConfig, EvaluateConfig, ExportConfig, PruneConfig, QatConfig, TrainConfig
 from tfdense.data import Cifar
-from tfdense.litert import TFLiteClassifier, graph_stats
+from tfdense.litert import TFLiteClassifier, graph_stats, kernel_scale_counts
 from tfdense.rundir import RunDir, RunDirError
 from tfdense.stages import evaluation, export, pruning, quantization, training
 
@@ -438,6 +438,17 @@ def test_a_teacher_ensemble_predicts_the_geometric_mean_of_its_members_and_their
     np.testing.assert_allclose(single(x).numpy(), views[0], rtol=1e-5, atol=1e-6)
 
 
+def _every_stage_to_export(tmp_path, data, config):
+    """A fresh run of `config` through train, prune, qat and export: (run dir, prune metrics, (QAT model, its metrics))."""
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.open(config, "test")
+    training.run(None, data, config, run_dir)
+    _, prune_metrics = pruning.run(training.load(run_dir), data, config, run_dir)
+    qat = quantization.run(pruning.load(run_dir), data, config, run_dir)
+    export.run(quantization.load(run_dir), data, config, run_dir)
+    return run_dir, prune_metrics, qat
+
+
 def test_a_depthwise_densenet_at_32x32_keeps_its_depthwise_ops_and_zeros_through_every_stage(tmp_path, data):
     from tfdense.cli.latency import graph_prefixes
 
@@ -446,13 +457,7 @@ def test_a_depthwise_densenet_at_32x32_keeps_its_depthwise_ops_and_zeros_through
     model = dataclasses.replace(
         CONFIG.model, stem_stride=1, stem_pool=False, stem_init="whiten", depthwise=True, transition_pool="max_first"
     )
-    config = dataclasses.replace(CONFIG, model=model)
-    run_dir = RunDir(tmp_path / "run")
-    run_dir.open(config, "test")
-    training.run(None, data, config, run_dir)
-    _, prune_metrics = pruning.run(training.load(run_dir), data, config, run_dir)
-    _, qat_metrics = quantization.run(pruning.load(run_dir), data, config, run_dir)
-    export.run(quantization.load(run_dir), data, config, run_dir)
+    run_dir, prune_metrics, (_, qat_metrics) = _every_stage_to_export(tmp_path, data, dataclasses.replace(CONFIG, model=model))
 
     assert prune_metrics.sparsity_within_tolerance, prune_metrics.sparsity_misses
     assert prune_metrics.per_layer_sparsity["conv2_block1_1_conv"] == pytest.approx(0.5, abs=0.02)
@@ -463,3 +468,18 @@ def test_a_depthwise_densenet_at_32x32_keeps_its_depthwise_ops_and_zeros_through
     assert ops.count("DEPTHWISE_CONV_2D") == sum(model.block_layers), ops
     assert "QUANTIZE" not in ops and "DEQUANTIZE" not in ops, ops
     assert graph_stats(content).weight_bits == 8
+
+
+def test_per_tensor_qat_keeps_the_zeros_and_converts_to_the_model_it_trained(tmp_path, data):
+    config = dataclasses.replace(CONFIG, qat=dataclasses.replace(CONFIG.qat, per_channel=False))
+    run_dir, prune_metrics, (quantized, metrics) = _every_stage_to_export(tmp_path, data, config)
+
+    assert not metrics.per_channel and metrics.shared_ranges == 4
+    assert metrics.scheme == "PerTensorPrunePreserveQuantizeScheme"
+    assert metrics.sparsity == pytest.approx(prune_metrics.sparsity, abs=1e-3)
+    content = run_dir.export_file("model_int8.tflite").read_bytes()
+    assert set(kernel_scale_counts(content)) == {1}
+    # The QAT model's outputs are what the int8 file computes, to an output step or two: not
+    # so when kernels are quantized per tensor before their BatchNorm is folded in.
+    expected = quantized.predict(data.x_val.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(TFLiteClassifier(content).scores(data.x_val), expected, atol=3 / 256)

@@ -70,6 +70,20 @@ def test_byte_budget_rejects_on_the_predicted_int8_size():
     ]
 
 
+def test_a_per_tensor_candidate_is_held_to_the_byte_budget_at_its_smaller_predicted_size():
+    from tfdense.config import DenseNetConfig
+    from tfdense.costs import INT8_BYTES_PER_CHANNEL, INT8_BYTES_PER_CHANNEL_PER_TENSOR
+    from tuning.space import Budget, costs_of
+
+    model = DenseNetConfig(name="tiny", stem_filters=8, block_layers=(1, 1), growth_rate=4, bottleneck=8)
+    per_channel, per_tensor = costs_of(model), costs_of(model, per_channel=False)
+    channels = 8 + (8 + 4) + 6 + (8 + 4) + 10  # stem, dense layer (1x1, 3x3), transition (12 x 0.5), dense layer, classifier
+    saved = (INT8_BYTES_PER_CHANNEL - INT8_BYTES_PER_CHANNEL_PER_TENSOR) * channels
+    assert per_channel.int8_bytes - per_tensor.int8_bytes == pytest.approx(saved, abs=1)
+    assert Budget(10**6, 10**9, max_bytes=per_tensor.int8_bytes).violations(per_tensor) == []
+    assert Budget(10**6, 10**9, max_bytes=per_tensor.int8_bytes).violations(per_channel) != []
+
+
 def test_latency_budget_rejects_a_candidate_timed_slower_than_allowed():
     from tfdense.config import DenseNetConfig
     from tuning.space import Budget, costs_of

@@ -104,6 +104,12 @@ class ModelCosts:
 INT8_BYTES_PER_CHANNEL = 27.07
 INT8_BYTES_PER_LAYER = 135.16
 INT8_BYTES_FIXED = 1098
+# Quantized per tensor (`qat.per_channel=false`), a channel keeps its int32 bias and loses the
+# four per-channel parameters; the graph, and so the per-layer and fixed bytes, stay the same
+# (python -m tfdense sizefit --per-tensor --out tuning/int8_size_fit_per_tensor.json refits this one
+# coefficient with the other two fixed: within 1.4 % on its nine models; the shipped large model,
+# per tensor, predicted 93,882 against 93,464 bytes converted).
+INT8_BYTES_PER_CHANNEL_PER_TENSOR = 3.89
 
 
 def int8_size_features(model: keras.Model) -> tuple[int, int, int]:
@@ -118,17 +124,22 @@ def int8_size_features(model: keras.Model) -> tuple[int, int, int]:
     return sum(int(v.size) for v in values), channels, len(model.layers)
 
 
-def predicted_int8_bytes(model: keras.Model) -> int:
-    """Predicted bytes of `model` exported as a stripped full-int8 .tflite, without converting it."""
+def predicted_int8_bytes(model: keras.Model, per_channel: bool = True) -> int:
+    """Predicted bytes of `model` exported as a stripped full-int8 .tflite, without converting it.
+
+    `per_channel`: as `qat.per_channel`, one weight scale per output channel or per kernel.
+    """
     weights, channels, num_layers = int8_size_features(model)
-    return int(round(weights + INT8_BYTES_PER_CHANNEL * channels + INT8_BYTES_PER_LAYER * num_layers + INT8_BYTES_FIXED))
+    per_output = INT8_BYTES_PER_CHANNEL if per_channel else INT8_BYTES_PER_CHANNEL_PER_TENSOR
+    return int(round(weights + per_output * channels + INT8_BYTES_PER_LAYER * num_layers + INT8_BYTES_FIXED))
 
 
-def model_costs(model: keras.Model) -> ModelCosts:
+def model_costs(model: keras.Model, per_channel: bool = True) -> ModelCosts:
+    """Counts of `model`; `per_channel` only changes the predicted int8 bytes (`predicted_int8_bytes`)."""
     costs = layer_costs(model)
     weights = sum(c.weights for c in costs)
     return ModelCosts(weights=weights, params=weights + sum(c.other_params for c in costs), macs=sum(c.macs for c in costs),
-                      int8_bytes=predicted_int8_bytes(model))
+                      int8_bytes=predicted_int8_bytes(model, per_channel))
 
 
 def format_costs(model: keras.Model) -> str:

@@ -225,6 +225,16 @@ def graph_stats(model: str | Path | bytes) -> GraphStats:
     return GraphStats(weights=weights, nonzero_weights=nonzero, biases=biases, macs=macs, ops=tuple(sorted(set(ops))), weight_bits=bits)
 
 
+def kernel_scale_counts(model: bytes) -> list[int]:
+    """How many weight scales each conv, depthwise and fully connected filter of an int8 file
+    has, in graph order: its output channels when quantized per channel, else 1."""
+    interpreter = Interpreter(model_content=model, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    return [len(tensors[op["inputs"][1]]["quantization_parameters"]["scales"])
+            for op in interpreter._get_ops_details() if op["op_name"] in MAC_OPS]
+
+
 def evaluate_tflite(
     path: str | Path | bytes, x_test: np.ndarray, y_test: np.ndarray, threads: int = 1, latency_images: int = 300
 ) -> tuple[ModelMetrics, np.ndarray]:

@@ -73,6 +73,7 @@ class QatMetrics(_Metrics):
     calibrated_ranges: int
     train_seconds: float
     shared_ranges: int = 0  # activation ranges tied to their dense block's one range
+    per_channel: bool = True  # one weight scale per output channel, else one per kernel
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ def trial_records(tuner, budget) -> list[dict[str, Any]]:
                 record[key] = float(trial.metrics.get_last_value(key))
         # Counted again from the hyperparameters (analytic, no training), so every record carries
         # today's size prediction whatever the trial logged when it ran.
-        costs = space.costs_of(tuner.hypermodel.build(trial.hyperparameters.copy()).model)
+        config = tuner.hypermodel.build(trial.hyperparameters.copy())
+        costs = space.costs_of(config.model, config.qat.per_channel)
         record["int8_bytes"] = float(costs.int8_bytes)
         if rejected:
             record["status"] = "REJECTED"

@@ -183,9 +183,10 @@ class DenseNetHyperModel(kt.HyperModel):
         return to_config(hp, self.base)
 
 
-def costs_of(model: DenseNetConfig) -> ModelCosts:
-    """Weights, params and MACs of the model, counted on its Keras graph (no training)."""
-    return model_costs(build_densenet(model))
+def costs_of(model: DenseNetConfig, per_channel: bool = True) -> ModelCosts:
+    """Weights, params, MACs and predicted int8 bytes of the model, counted on its Keras graph
+    (no training); `per_channel` as `qat.per_channel`."""
+    return model_costs(build_densenet(model), per_channel)
 
 
 def latency_ratio(config: RunConfig, rounds: int = 5) -> float:
@@ -194,7 +195,8 @@ def latency_ratio(config: RunConfig, rounds: int = 5) -> float:
     from tfdense.conversion import untrained_int8
     from tfdense.litert import latencies_beside_peers
 
-    content = untrained_int8(build_densenet(config.model), shared_ranges=config.qat.shared_concat_ranges)
+    content = untrained_int8(build_densenet(config.model), shared_ranges=config.qat.shared_concat_ranges,
+                             per_channel=config.qat.per_channel)
     (ms,), (_, large_resnet_ms) = latencies_beside_peers([content], rounds)
     return ms / large_resnet_ms
 

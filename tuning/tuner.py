@@ -87,7 +87,7 @@ class DenseNetSearch:
             config = self.hypermodel.build(hp)
         except ConfigError as e:
             raise kt.errors.FailedTrialError(f"invalid candidate: {e}") from e
-        costs = space.costs_of(config.model)
+        costs = space.costs_of(config.model, config.qat.per_channel)
         measured: dict[str, float] = {}
         problems = settings.budget.violations(costs)
         if not problems and settings.budget.max_latency_ratio is not None:

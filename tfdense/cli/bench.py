@@ -124,7 +124,7 @@ def benchmark(config: RunConfig, steps: int = 40, warmup_steps: int = 8) -> dict
             "seconds_to_cache_one_view_per_image": len(data.x_train) / views_per_s,
         }
     return {
-        **dataclasses.asdict(model_costs(model)),
+        **dataclasses.asdict(model_costs(model, config.qat.per_channel)),
         "batch_size": bs,
         "train_img_per_s_pipeline": through_pipeline,
         "train_img_per_s_model_only": model_only,
@@ -226,7 +226,8 @@ def device_times(arms: list[tuple[str, RunConfig]], rounds: int = 15) -> list[De
     files: list[tuple[str, bytes]] = []
     for name, config in arms:
         print(f"[tfdense] {name}: converting the untrained architecture to full int8", file=sys.stderr, flush=True)
-        files.append((name, untrained_int8(build_densenet(config.model), shared_ranges=config.qat.shared_concat_ranges)))
+        files.append((name, untrained_int8(build_densenet(config.model), shared_ranges=config.qat.shared_concat_ranges,
+                                           per_channel=config.qat.per_channel)))
     print(f"[tfdense] timing {len(files) + 2} files interleaved, {rounds} rounds of 300 images", file=sys.stderr, flush=True)
     latencies, peer_latencies = latencies_beside_peers([content for _, content in files], rounds)
     files += [(path.name, path.read_bytes()) for path in peer_files("mlperf-tiny")]

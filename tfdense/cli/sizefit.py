@@ -7,6 +7,8 @@ each concatenation need a requantize op, as after real QAT), converts and strips
 the export stage does, and fits `bytes - weights = a * channels + b * layers + c` by least
 squares. Prints each model's measured and predicted bytes, with the coefficients in
 `tfdense.costs` and with the new fit; `--out` also writes them as JSON. About 6 minutes on 2 cores.
+`--per-tensor` converts them quantized per tensor (`qat.per_channel=false`) and refits only
+the bytes per channel, the per-layer and fixed bytes held at `tfdense.costs`' values.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ CANDIDATES = {
 }
 
 
-def measure(name: str, fields: dict, images: np.ndarray, seed: int = 1) -> dict:
+def measure(name: str, fields: dict, images: np.ndarray, seed: int = 1, per_channel: bool = True) -> dict:
     """Stripped int8 bytes of one candidate, beside the features the predictor reads."""
     from tfdense.config import DenseNetConfig
     from tfdense.costs import int8_size_features, predicted_int8_bytes
@@ -39,7 +41,7 @@ def measure(name: str, fields: dict, images: np.ndarray, seed: int = 1) -> dict:
     from tfdense.conversion import untrained_int8
 
     model = build_densenet(DenseNetConfig(name=name.replace("-", "_"), **fields))
-    content = untrained_int8(model, images, seed=seed)
+    content = untrained_int8(model, images, seed=seed, per_channel=per_channel)
     weights, channels, num_layers = int8_size_features(model)
     return {
         "name": name,
@@ -47,20 +49,31 @@ def measure(name: str, fields: dict, images: np.ndarray, seed: int = 1) -> dict:
         "channels": channels,
         "layers": num_layers,
         "bytes": len(content),
-        "predicted": predicted_int8_bytes(model),
+        "predicted": predicted_int8_bytes(model, per_channel),
     }
 
 
-def fit(rows: list[dict]) -> np.ndarray:
-    """(per channel, per layer, fixed) bytes on top of one byte per weight, least squares."""
-    features = np.array([[r["channels"], r["layers"], 1.0] for r in rows])
+def fit(rows: list[dict], per_channel: bool = True) -> np.ndarray:
+    """(per channel, per layer, fixed) bytes on top of one byte per weight, least squares.
+
+    Not `per_channel`: the per-layer and fixed bytes are `tfdense.costs`' (the graph is the same),
+    and only the bytes per channel are fitted.
+    """
+    from tfdense.costs import INT8_BYTES_FIXED, INT8_BYTES_PER_LAYER
+
     overhead = np.array([r["bytes"] - r["weights"] for r in rows], dtype=float)
-    return np.linalg.lstsq(features, overhead, rcond=None)[0]
+    if per_channel:
+        features = np.array([[r["channels"], r["layers"], 1.0] for r in rows])
+        return np.linalg.lstsq(features, overhead, rcond=None)[0]
+    channels = np.array([[r["channels"]] for r in rows], dtype=float)
+    rest = overhead - np.array([INT8_BYTES_PER_LAYER * r["layers"] + INT8_BYTES_FIXED for r in rows])
+    return np.array([np.linalg.lstsq(channels, rest, rcond=None)[0][0], INT8_BYTES_PER_LAYER, INT8_BYTES_FIXED])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfdense sizefit", description=__doc__.split("\n\n")[0].replace("`", ""))
     parser.add_argument("--out", help="also write the measurements and both fits as JSON here")
+    parser.add_argument("--per-tensor", action="store_true", help="one weight scale per kernel (qat.per_channel=false)")
     args = parser.parse_args(argv)
 
     from tfdense.files import write_json
@@ -70,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i, (name, fields) in enumerate(CANDIDATES.items(), 1):
         print(f"[tfdense] converting {name} ({i}/{len(CANDIDATES)}) ...", file=sys.stderr, flush=True)
-        rows.append(measure(name, fields, images))
-    coefficients = fit(rows)
+        rows.append(measure(name, fields, images, per_channel=not args.per_tensor))
+    coefficients = fit(rows, per_channel=not args.per_tensor)
     def refit(r: dict) -> float:
         return r["weights"] + float(np.dot(coefficients, [r["channels"], r["layers"], 1.0]))
 
@@ -80,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                            f"{100 * (r['predicted'] - r['bytes']) / r['bytes']:+.2f} %", f"{refit(r):,.0f}") for r in rows]))
     print(f"\nrefit: {coefficients[0]:.2f} bytes per channel, {coefficients[1]:.2f} per layer, {coefficients[2]:.0f} fixed")
     if args.out:
-        write_json(Path(args.out), {"rows": rows, "refit": {"per_channel": coefficients[0], "per_layer": coefficients[1], "fixed": coefficients[2]}})
+        write_json(Path(args.out), {"per_tensor": args.per_tensor, "rows": rows,
+                                    "refit": {"per_channel": coefficients[0], "per_layer": coefficients[1], "fixed": coefficients[2]}})
     return 0
 
 

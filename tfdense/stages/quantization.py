@@ -3,7 +3,8 @@
 The float model is wrapped for QAT (`tfdense.conversion.quantize`), its activation ranges seeded
 from the float model and, with `qat.shared_concat_ranges`, tied per dense block; then it is
 fine-tuned. When the prune stage ran, the model is quantized with the prune-preserving scheme
-so that fine-tuning keeps its zeros.
+so that fine-tuning keeps its zeros. With `qat.per_channel=false` the BatchNorms are folded
+into their convolutions first and each kernel gets one scale.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import tf_keras as keras
 
 from tfdense import fitting
 from tfdense.config import RunConfig
-from tfdense.conversion import calibrate_ranges, quantize, quantize_scope, share_concat_ranges
+from tfdense.conversion import calibrate_ranges, fold_batchnorm, quantize, quantize_scope, scheme_name, share_concat_ranges
 from tfdense.costs import model_costs, weight_zero_fraction
 from tfdense.data import Cifar
 from tfdense.metrics import QatMetrics
@@ -39,9 +40,12 @@ def run(model: keras.Model, data: Cifar, config: RunConfig, run_dir: RunDir) -> 
     sample = np.random.default_rng(recipe.seed).choice(len(data.x_train), size=min(qat.calibration_images, len(data.x_train)), replace=False)
     calibrated = []
 
+    # Per tensor, QAT must see the kernels the file stores: BN folded in (fold_batchnorm).
+    source_model = model if qat.per_channel else fold_batchnorm(model)
+
     def build() -> keras.Model:
-        quantized = quantize(model, preserve_sparsity=preserve)
-        calibrated.append(calibrate_ranges(quantized, model, data.x_train[np.sort(sample)]))
+        quantized = quantize(source_model, preserve_sparsity=preserve, per_channel=qat.per_channel)
+        calibrated.append(calibrate_ranges(quantized, source_model, data.x_train[np.sort(sample)]))
         if qat.shared_concat_ranges:
             # Tied before fine-tuning too, so QAT trains with ranges close to the final ones.
             share_concat_ranges(quantized)
@@ -69,10 +73,11 @@ def run(model: keras.Model, data: Cifar, config: RunConfig, run_dir: RunDir) -> 
         nonzero_weights=round(costs.weights * (1 - sparsity)),
         macs=costs.macs,
         sparsity=sparsity,
-        scheme="Default8BitPrunePreserveQuantizeScheme" if preserve else "Default8BitQuantizeScheme",
+        scheme=scheme_name(preserve, qat.per_channel),
         calibrated_ranges=calibrated[0],
         train_seconds=summary.train_seconds,
         shared_ranges=shared,
+        per_channel=qat.per_channel,
     )
     run_dir.write_stage_metrics(NAME, metrics.to_dict())
     fitting.discard_backup(paths)
