@@ -268,19 +268,10 @@ def test_shared_concat_ranges_remove_every_requantization_from_the_int8_graph():
     assert ops.count("CONCATENATION") == 3 and "QUANTIZE" not in ops, ops
 
 
-def _with_trained_looking_batchnorms(model: keras.Model, seed: int = 0) -> keras.Model:
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)])
-    return model
-
-
 def test_folding_the_batchnorms_keeps_the_outputs_and_fuses_each_relu_into_its_conv():
-    from tfdense.conversion import fold_batchnorm
+    from tfdense.conversion import fold_batchnorm, trained_looking_batchnorms
 
-    model = _with_trained_looking_batchnorms(build_densenet(dataclasses.replace(TINY, depthwise=True, kernel_size=5)))
+    model = trained_looking_batchnorms(build_densenet(dataclasses.replace(TINY, depthwise=True, kernel_size=5)), np.random.default_rng(0))
     folded = fold_batchnorm(model)
     x = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)

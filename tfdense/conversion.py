@@ -207,8 +207,7 @@ def quantize(model: keras.Model, preserve_sparsity: bool = False, per_channel: b
     BatchNorms folded first (`fold_batchnorm`).
     """
     if not per_channel:
-        unfolded = [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
-                    and isinstance(layer.inbound_nodes[0].inbound_layers, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+        unfolded = sorted(_fold_plan(model.get_config())[0])
         if unfolded:
             raise ValueError(f"per-tensor QAT needs its convolutions' BatchNorms folded first (fold_batchnorm): {', '.join(unfolded[:3])}")
     annotated = keras.models.clone_model(model, clone_function=_annotate)
@@ -421,6 +420,15 @@ def stripped_if_identical(content: bytes, images: np.ndarray) -> bytes:
 
 
 
+def trained_looking_batchnorms(model: keras.Model, rng: np.random.Generator) -> keras.Model:
+    """Sets every BatchNorm of `model` (in place) to random, trained-looking scale, shift and statistics."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)])
+    return model
+
+
 def untrained_int8(model: keras.Model, images: np.ndarray | None = None, shared_ranges: bool = False, seed: int = 1,
                    per_channel: bool = True) -> bytes:
     """The stripped full-int8 file of an untrained float `model`, converted as the pipeline converts a trained one.
@@ -436,10 +444,7 @@ def untrained_int8(model: keras.Model, images: np.ndarray | None = None, shared_
     rng = np.random.default_rng(seed)
     if images is None:
         images = rng.integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)])
+    trained_looking_batchnorms(model, rng)
     if not per_channel:
         model = fold_batchnorm(model)
     qat_model = quantize(model, per_channel=per_channel)
