@@ -458,6 +458,27 @@ def test_a_grid_refinement_tries_each_free_choice_once_with_the_rest_pinned_to_t
     assert settings["around"] == f"{earlier}:07" and settings["free"] == ["growth_rate"]
 
 
+def test_a_free_hyperparameter_with_listed_values_is_searched_over_those_only(tmp_path, cifar10):
+    earlier = tiny_search_folder(tmp_path / "earlier", growth_rate=4, learning_rate=0.1)
+    out = tmp_path / "refine"
+    command = [sys.executable, "-m", "tuning.search", "--tuner", "grid", "--max-trials", "10", "--around", f"{earlier}:07",
+               "--free", "growth_rate=2", "--out", str(out), *TINY]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["hyperparameters"]["growth_rate"] for r in trials(out).values()] == [2]
+
+
+def test_free_values_parses_names_and_listed_values():
+    from tfdense.config import ConfigError
+    from tuning.search import free_values
+
+    assert free_values(["growth_rate", "compression=0.5, 0.75", "depthwise=true"]) == {
+        "growth_rate": (), "compression": (0.5, 0.75), "depthwise": (True,)}
+    for specs in (["growth_rate="], ["=4"], ["growth_rate", "growth_rate=4"]):
+        with pytest.raises(ConfigError, match="--free"):
+            free_values(specs)
+
+
 def test_a_refinement_needs_a_free_hyperparameter(tmp_path):
     from tuning.trials import TrialsError, pinned_around
 
@@ -479,6 +500,7 @@ def test_a_refinement_refuses_an_unscored_trial_and_free_without_around(tmp_path
     for extra, message in ((["--around", f"{earlier}:08", "--free", "growth_rate"], "has no scored trial '08'"),
                            (["--free", "growth_rate"], "--free needs --around SEARCH:TRIAL"),
                            (["--around", str(earlier), "--free", "growth_rate"], "--around must be SEARCH_FOLDER:TRIAL_ID"),
-                           (["--around", f"{earlier}:07", "--free", "kernel"], "--free kernel: not a hyperparameter of --space tiny")):
+                           (["--around", f"{earlier}:07", "--free", "kernel"], "--free kernel: not a hyperparameter of --space tiny"),
+                           (["--around", f"{earlier}:07", "--free", "growth_rate=3"], "3 is not a value of growth_rate in --space tiny (one of 2, 4)")):
         result = subprocess.run(search_command(tmp_path / "out", *extra), cwd=REPO, capture_output=True, text=True, timeout=300)
         assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]

@@ -4,6 +4,8 @@
     python -m tuning.search --tuner hyperband --max-epochs 9 --max-weights 45000 --out tuning/searches/64k
     python -m tuning.search --tuner grid --space ninety --profile ninety --around tuning/searches/ninety-bayes:18 \
         --free kernel_size --epochs 30 --train-subset 0 --out tuning/searches/ninety-refine
+    python -m tuning.search --tuner grid --space ninety --profile ninety --around tuning/searches/ninety-latency:1 \
+        --free layers_3=3,4 --free compression --epochs 30 --train-subset 0 --out tuning/searches/ninety-wider
 
 Candidates over the weights/MACs budget are rejected before any training. Each scored
 candidate trains on the proxy schedule (`--epochs` on `--train-subset` images; Hyperband sets
@@ -11,9 +13,9 @@ the epochs per bracket) and is scored on the fixed validation split. Re-running 
 continues a search that was interrupted (even by SIGKILL). Results: see `tuning/results.py`.
 
 A refinement (`--around SEARCH:TRIAL --free NAME ...`) holds every hyperparameter of an earlier
-search's trial fixed but the `--free` ones: a short proxy ranks coarse choices but not the top
-few candidates, so the few it cannot separate are searched again on a longer one (`--tuner grid`
-tries each combination once).
+search's trial fixed but the `--free` ones (`NAME=V1,V2` narrows one to the listed values): a
+short proxy ranks coarse choices but not the top few candidates, so the few it cannot separate
+are searched again on a longer one (`--tuner grid` tries each combination once).
 
 Distributed (keras-tuner's chief/worker mode over gRPC): run the same command on every
 machine with KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT set to the chief's address and
@@ -63,11 +65,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--space", choices=("full", "ninety", "tiny"), default="full",
                         help="the search space (ninety: depthwise DenseNets from 32x32, for --profile ninety; tiny: two smoke-sized models, for tests)")
     parser.add_argument("--around", metavar="SEARCH:TRIAL", help="refine around a scored trial of an earlier search folder: its hyperparameters, but the --free ones, stay fixed")
-    parser.add_argument("--free", action="append", default=[], metavar="NAME", help="with --around: a hyperparameter the refinement searches; repeatable")
+    parser.add_argument("--free", action="append", default=[], metavar="NAME[=V1,V2,...]",
+                        help="with --around: a hyperparameter the refinement searches, over the space's range or only the listed values; repeatable")
     parser.add_argument("--seed", type=int, default=0, help="the tuner's sampling seed (training seeds come from train.seed)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2, help="per-trial Keras progress: 0 silent, 1 bar, 2 one line per epoch")
     parser.add_argument("--results-only", action="store_true", help="write the results of the search in --out as it stands, run no trial")
     return parser
+
+
+def free_values(specs: list[str]) -> dict[str, tuple[Any, ...]]:
+    """`--free NAME` or `--free NAME=V1,V2,...` by name: the listed values (YAML scalars), or ()
+    for the space's whole range."""
+    import yaml
+
+    free: dict[str, tuple[Any, ...]] = {}
+    for spec in specs:
+        name, sep, listed = spec.partition("=")
+        name = name.strip()
+        values = tuple(yaml.safe_load(v) for v in listed.split(",") if v.strip()) if sep else ()
+        if not name or (sep and not values):
+            raise ConfigError(f"--free expects NAME or NAME=V1,V2,..., got {spec!r}")
+        if name in free:
+            raise ConfigError(f"--free {name} is given twice")
+        free[name] = values
+    return free
 
 
 def refinement(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
@@ -79,7 +100,7 @@ def refinement(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
     folder, sep, trial_id = args.around.rpartition(":")
     if not sep or not folder or not trial_id:
         raise ConfigError(f"--around must be SEARCH_FOLDER:TRIAL_ID, got {args.around!r}")
-    return pinned_around(Path(folder), trial_id, args.free)
+    return pinned_around(Path(folder), trial_id, list(free_values(args.free)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
         pinned = refinement(args)
+        free = free_values(args.free)
     except (ConfigError, TrialsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -108,9 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     latency = profile.max_latency_ratio if args.max_latency_ratio is None else (args.max_latency_ratio or None)
     budget = space.Budget(max_weights=args.max_weights or profile.max_weights, max_macs=args.max_macs or profile.max_macs,
                           max_bytes=args.max_bytes or profile.max_bytes, max_latency_ratio=latency)
-    unknown = sorted(set(args.free) - set(space.declared_names(args.space)))
+    unknown = sorted(set(free) - set(space.declared_names(args.space)))
     if unknown:
         print(f"error: --free {', '.join(unknown)}: not a hyperparameter of --space {args.space}", file=sys.stderr)
+        return 2
+    try:
+        narrowed = tuple((name, space.narrowed(args.space, name, values)) for name, values in free.items() if values)
+    except ValueError as e:
+        print(f"error: --free {e}", file=sys.stderr)
         return 2
     settings = SearchSettings(
         base=base,
@@ -121,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         space=args.space,
         verbose=args.verbose,
         pinned=pinned,
+        narrowed=narrowed,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import keras_tuner as kt
 
@@ -131,9 +132,40 @@ def declare(hp: kt.HyperParameters, space: str = "full") -> None:
 
 def declared_names(space: str) -> list[str]:
     """The hyperparameters `space` declares."""
+    return [h.name for h in _declared(space)]
+
+
+def narrowed(space: str, name: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`values` as hyperparameter `name` of `space` could draw them (an Int's as int, a Float's as
+    float); raises ValueError for a value outside its range or choices."""
+    declared = {h.name: h for h in _declared(space)}[name]
+    kept = []
+    for value in values:
+        if isinstance(declared, kt.engine.hyperparameters.Int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and declared.min_value <= value <= declared.max_value
+        elif isinstance(declared, kt.engine.hyperparameters.Float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and declared.min_value <= value <= declared.max_value
+            value = float(value) if ok else value
+        else:  # Choice, Boolean, Fixed: a finite set
+            # Equality, not type: keras-tuner keeps a Choice of booleans as 1 and 0.
+            ok = value in tuple(declared.values)
+            value = next((v for v in declared.values if v == value), value)
+        if not ok:
+            raise ValueError(f"{value!r} is not a value of {name} in --space {space} ({_describe(declared)})")
+        kept.append(value)
+    return tuple(dict.fromkeys(kept))
+
+
+def _declared(space: str) -> list[Any]:
     hp = kt.HyperParameters()
     declare(hp, space)
-    return [h.name for h in hp.space]
+    return hp.space
+
+
+def _describe(declared: Any) -> str:
+    if isinstance(declared, (kt.engine.hyperparameters.Int, kt.engine.hyperparameters.Float)):
+        return f"{declared.min_value} to {declared.max_value}"
+    return "one of " + ", ".join(map(repr, declared.values))
 
 
 def to_config(hp: kt.HyperParameters, base: RunConfig) -> RunConfig:

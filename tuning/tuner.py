@@ -59,6 +59,8 @@ class SearchSettings:
     # Hyperparameters held at fixed values (a refinement around an earlier trial): the oracle
     # searches only the space's other entries.
     pinned: tuple[tuple[str, Any], ...] = ()
+    # Free hyperparameters searched over listed values only (`--free NAME=V1,V2`), not the space's range.
+    narrowed: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
 
 def objective_for(settings: SearchSettings) -> kt.Objective:
@@ -225,20 +227,24 @@ class _Search(DenseNetSearch, kt.Tuner):
         write_atomic(Path(self._get_tuner_fname()), json.dumps(self.get_state()))
 
 
-def pinned_hyperparameters(pinned: tuple[tuple[str, Any], ...]) -> kt.HyperParameters | None:
-    """`pinned` as keras-tuner's override: the space's entries of these names become Fixed."""
-    if not pinned:
+def pinned_hyperparameters(pinned: tuple[tuple[str, Any], ...],
+                           narrowed: tuple[tuple[str, tuple[Any, ...]], ...] = ()) -> kt.HyperParameters | None:
+    """`pinned` and `narrowed` as keras-tuner's override: the space's entries of these names
+    become Fixed, or Choices of the listed values."""
+    if not pinned and not narrowed:
         return None
     hp = kt.HyperParameters()
     for name, value in pinned:
         hp.Fixed(name, value)
+    for name, values in narrowed:
+        hp.Choice(name, list(values))
     return hp
 
 
 def _oracle_kwargs(settings: SearchSettings, seed: int) -> dict[str, Any]:
     # Over-budget candidates fail by design; they must not end the search.
     return dict(objective=objective_for(settings), seed=seed, max_consecutive_failed_trials=1_000,
-                hyperparameters=pinned_hyperparameters(settings.pinned))
+                hyperparameters=pinned_hyperparameters(settings.pinned, settings.narrowed))
 
 
 class HyperbandSearch(_Search):
