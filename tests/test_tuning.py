@@ -443,28 +443,29 @@ def tiny_search_folder(folder: Path, growth_rate: int, learning_rate: float) -> 
     return folder
 
 
-def test_a_grid_refinement_tries_each_free_choice_once_with_the_rest_pinned_to_the_trial(tmp_path, cifar10):
+def grid_refinement(tmp_path: Path, free: str) -> tuple[str, Path]:
+    """A grid search around trial 07 (growth rate 4, learning rate 0.1) of a tiny earlier search, `free` free."""
     earlier = tiny_search_folder(tmp_path / "earlier", growth_rate=4, learning_rate=0.1)
     out = tmp_path / "refine"
     command = [sys.executable, "-m", "tuning.search", "--tuner", "grid", "--max-trials", "10", "--around", f"{earlier}:07",
-               "--free", "growth_rate", "--out", str(out), *TINY]
+               "--free", free, "--out", str(out), *TINY]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    return f"{earlier}:07", out
+
+
+def test_a_grid_refinement_tries_each_free_choice_once_with_the_rest_pinned_to_the_trial(tmp_path, cifar10):
+    around, out = grid_refinement(tmp_path, "growth_rate")
     records = trials(out)
     # The tiny space has 2 growth rates x 2 learning rates; pinned, only the growth rates remain.
     assert sorted(r["hyperparameters"]["growth_rate"] for r in records.values()) == [2, 4]
     assert {r["hyperparameters"]["learning_rate"] for r in records.values()} == {0.1}
     settings = json.loads((out / "trials.json").read_text())["settings"]
-    assert settings["around"] == f"{earlier}:07" and settings["free"] == ["growth_rate"]
+    assert settings["around"] == around and settings["free"] == ["growth_rate"]
 
 
 def test_a_free_hyperparameter_with_listed_values_is_searched_over_those_only(tmp_path, cifar10):
-    earlier = tiny_search_folder(tmp_path / "earlier", growth_rate=4, learning_rate=0.1)
-    out = tmp_path / "refine"
-    command = [sys.executable, "-m", "tuning.search", "--tuner", "grid", "--max-trials", "10", "--around", f"{earlier}:07",
-               "--free", "growth_rate=2", "--out", str(out), *TINY]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
+    _, out = grid_refinement(tmp_path, "growth_rate=2")
     assert [r["hyperparameters"]["growth_rate"] for r in trials(out).values()] == [2]
 
 
