@@ -5,7 +5,7 @@
     python -m tuning.search --tuner grid --space ninety --profile ninety --around tuning/searches/ninety-bayes:18 \
         --free kernel_size --epochs 30 --train-subset 0 --out tuning/searches/ninety-refine
     python -m tuning.search --tuner grid --space ninety --profile ninety --around tuning/searches/ninety-latency:1 \
-        --free layers_3=3,4 --free compression --epochs 30 --train-subset 0 --out tuning/searches/ninety-wider
+        --free layers_3=4,3 --free compression=0.75,0.5 --epochs 30 --train-subset 0 --out tuning/searches/ninety-per-tensor
 
 Candidates over the weights/MACs budget are rejected before any training. Each scored
 candidate trains on the proxy schedule (`--epochs` on `--train-subset` images; Hyperband sets
@@ -91,16 +91,16 @@ def free_values(specs: list[str]) -> dict[str, tuple[Any, ...]]:
     return free
 
 
-def refinement(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
-    """The hyperparameters `--around` pins (none without it)."""
+def refinement(args: argparse.Namespace, free: list[str]) -> tuple[tuple[str, Any], ...]:
+    """The hyperparameters `--around` pins (none without it), all but the `free` names."""
     if not args.around:
-        if args.free:
+        if free:
             raise ConfigError("--free needs --around SEARCH:TRIAL")
         return ()
     folder, sep, trial_id = args.around.rpartition(":")
     if not sep or not folder or not trial_id:
         raise ConfigError(f"--around must be SEARCH_FOLDER:TRIAL_ID, got {args.around!r}")
-    return pinned_around(Path(folder), trial_id, list(free_values(args.free)))
+    return pinned_around(Path(folder), trial_id, free)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("max_weights", "max_macs", "max_bytes"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
-        pinned = refinement(args)
         free = free_values(args.free)
+        pinned = refinement(args, list(free))
     except (ConfigError, TrialsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
