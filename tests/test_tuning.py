@@ -294,6 +294,55 @@ def test_hyperband_killed_as_a_trial_starts_keeps_its_brackets(tmp_path, kill_be
     assert sorted(killed) == sorted(uninterrupted)
 
 
+def grid_values(project: Path, restart_after: int | None = None, mid_trial: bool = False) -> list[tuple[int, str]]:
+    """Drive a grid oracle over 3 x 2 combinations to the end, restarted once after
+    `restart_after` trials: between trials, or (`mid_trial`) while the next one runs.
+
+    Returns each trial's (a, b), in creation order; a resumed trial counts once.
+    """
+    import keras_tuner as kt
+
+    from tuning.tuner import GridSearchOracle
+
+    def oracle() -> GridSearchOracle:
+        hp = kt.HyperParameters()
+        hp.Choice("a", [1, 2, 3])
+        hp.Choice("b", ["x", "y"])
+        o = GridSearchOracle(objective=kt.Objective("score", "max"), hyperparameters=hp, max_trials=100, seed=0)
+        o._set_project_dir(str(project), "search")
+        if (project / "search" / "oracle.json").exists():
+            o.reload()
+        return o
+
+    grid, created, restarted = oracle(), {}, False
+    while True:
+        trial = grid.create_trial("tester")
+        if trial.status == "STOPPED":
+            return list(created.values())
+        values = trial.hyperparameters.values
+        created[trial.trial_id] = (values["a"], values["b"])  # a resumed trial keeps its id
+        if mid_trial and not restarted and len(created) == restart_after + 1:
+            grid.save()  # as the tuner does when a trial starts
+            grid, restarted = oracle(), True
+            continue
+        grid.update_trial(trial.trial_id, {"score": values["a"]})
+        trial.status = "COMPLETED"
+        grid.end_trial(trial)
+        grid.save()
+        if not mid_trial and not restarted and len(created) == restart_after:
+            grid, restarted = oracle(), True
+
+
+@pytest.mark.parametrize("restart_after, mid_trial", [(1, False), (4, False), (1, True), (2, True)])
+def test_a_grid_search_resumed_in_a_new_process_tries_every_combination_once(tmp_path, restart_after, mid_trial):
+    # keras-tuner alone stopped at the restart between trials (1 or 4 of 6 tried) and raised
+    # KeyError when the trial resumed mid-way ended.
+    uninterrupted = grid_values(tmp_path / "uninterrupted")
+    resumed = grid_values(tmp_path / "resumed", restart_after, mid_trial)
+    assert len(uninterrupted) == 6 and len(set(uninterrupted)) == 6
+    assert resumed == uninterrupted
+
+
 def test_search_killed_mid_trial_continues_where_it_stopped(tmp_path, cifar10):
     out = tmp_path / "search"
     # 3 of the tiny space's 4 candidates: random search gives up after 20 repeated draws, which

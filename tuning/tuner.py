@@ -19,6 +19,7 @@ file before the oracle's (a kill between them left a trial that was never run).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -210,7 +211,21 @@ class RandomSearchOracle(KillSafeState, kt.oracles.RandomSearchOracle):
 
 
 class GridSearchOracle(KillSafeState, kt.oracles.GridSearchOracle):
-    pass
+    """keras-tuner's grid oracle keeps its place in the grid in memory only (its issue #1055):
+    the tried combinations in grid order, and the ended trials whose next combination is still
+    to be drawn. Reloaded without them, a search resumed between trials stopped as if the grid
+    were done, and one resumed mid-trial failed with a KeyError when that trial ended (the
+    per-tensor refinement, after its trial 1). Both are rebuilt from the trials on reload."""
+
+    def reload(self):
+        super().reload()
+        grid_order = functools.cmp_to_key(lambda a, b: self._compare(self.trials[a].hyperparameters.values,
+                                                                     self.trials[b].hyperparameters.values))
+        self._ordered_ids = type(self._ordered_ids)()
+        for trial_id in sorted(self.trials, key=grid_order):
+            self._ordered_ids.insert(trial_id)
+        # An ended trial whose successor was tried is skipped when it is drawn.
+        self._populate_next = list(self.end_order)
 
 
 class _Search(DenseNetSearch, kt.Tuner):
