@@ -215,7 +215,8 @@ class GridSearchOracle(KillSafeState, kt.oracles.GridSearchOracle):
     the tried combinations in grid order, and the ended trials whose next combination is still
     to be drawn. Reloaded without them, a search resumed between trials stopped as if the grid
     were done, and one resumed mid-trial failed with a KeyError when that trial ended (the
-    per-tensor refinement, after its trial 1). Both are rebuilt from the trials on reload."""
+    per-tensor refinement, after its trial 1). Both are rebuilt from the trials on reload
+    (pytest tests/test_tuning.py -k grid_search_resumed fails without it)."""
 
     def reload(self):
         super().reload()
