@@ -269,9 +269,9 @@ def test_shared_concat_ranges_remove_every_requantization_from_the_int8_graph():
 
 
 def test_folding_the_batchnorms_keeps_the_outputs_and_fuses_each_relu_into_its_conv():
-    from tfdense.conversion import fold_batchnorm, trained_looking_batchnorms
+    from tfdense.conversion import fold_batchnorm, trained_looking_weights
 
-    model = trained_looking_batchnorms(build_densenet(dataclasses.replace(TINY, depthwise=True, kernel_size=5)), np.random.default_rng(0))
+    model = trained_looking_weights(build_densenet(dataclasses.replace(TINY, depthwise=True, kernel_size=5)), np.random.default_rng(0))
     folded = fold_batchnorm(model)
     x = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)

@@ -420,12 +420,23 @@ def stripped_if_identical(content: bytes, images: np.ndarray) -> bytes:
 
 
 
-def trained_looking_batchnorms(model: keras.Model, rng: np.random.Generator) -> keras.Model:
-    """Sets every BatchNorm of `model` (in place) to random, trained-looking scale, shift and statistics."""
+def trained_looking_weights(model: keras.Model, rng: np.random.Generator) -> keras.Model:
+    """Sets every weight of `model` (in place) from `rng`: BatchNorms to random, trained-looking
+    scale, shift and statistics, kernels and biases to fan-in-scaled normal draws.
+
+    Drawn from `rng` rather than left at Keras' unseeded initial values, so that a file
+    converted from them has one size: a concatenation needs a requantize op for each input
+    whose calibrated range is not the widest, and which one is widest depends on the weights
+    (`python -m tfdense sizefit --per-tensor`'s wide-2x2 model converted to 48,384, 48,536 or
+    48,688 bytes from Keras' initial weights).
+    """
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
             layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)])
+        elif layer.get_weights():
+            layer.set_weights([rng.normal(0, 1 / np.sqrt(np.prod(w.shape[:-1])) if len(w.shape) > 1 else 0.1, w.shape)
+                               for w in layer.get_weights()])
     return model
 
 
@@ -444,7 +455,7 @@ def untrained_int8(model: keras.Model, images: np.ndarray | None = None, shared_
     rng = np.random.default_rng(seed)
     if images is None:
         images = rng.integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)
-    trained_looking_batchnorms(model, rng)
+    trained_looking_weights(model, rng)
     if not per_channel:
         model = fold_batchnorm(model)
     qat_model = quantize(model, per_channel=per_channel)
