@@ -444,11 +444,11 @@ def untrained_int8(model: keras.Model, images: np.ndarray | None = None, shared_
                    per_channel: bool = True) -> bytes:
     """The stripped full-int8 file of an untrained float `model`, converted as the pipeline converts a trained one.
 
-    A file's size and speed depend on its architecture, not on trained values, so this answers
-    both before any training. The model's BatchNorms get trained-looking statistics, in place
-    (they fold into distinct biases, which the converter cannot share), and activation ranges
-    are calibrated on `images` (distinct ranges make each concatenation need a requantize op, as
-    after real QAT, unless `shared_ranges` ties them as `qat.shared_concat_ranges` does). Without
+    A file's size and speed depend on its architecture, hardly on trained values, so this answers
+    both before any training. The model's weights are drawn from `seed`, in place
+    (`trained_looking_weights`), and activation ranges are calibrated on `images` (distinct
+    ranges make each concatenation need a requantize op, as after real QAT, unless
+    `shared_ranges` ties them as `qat.shared_concat_ranges` does). Without
     `images`, random pixels calibrate: the ranges fix only activation scales, which change
     neither size nor speed.
     """
