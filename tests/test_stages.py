@@ -174,6 +174,35 @@ def test_prune_and_qat_distil_from_the_model_they_start_from_when_asked(tmp_path
     assert all("distill_loss" not in r for r in plain)
 
 
+def test_prune_and_qat_distilling_from_the_train_teacher_read_the_views_it_cached(tmp_path, run_dir, data, trained, monkeypatch):
+    from tfdense import distillation
+    from tfdense.config import ConfigError, RunConfig
+
+    monkeypatch.setenv("TFDENSE_CACHE", str(tmp_path / "cache"))
+    train = dataclasses.replace(CONFIG.train, teacher=(str(run_dir.model("train")),), teacher_flip=True, teacher_views=2)
+    config = dataclasses.replace(CONFIG, train=train,
+                                 prune=dataclasses.replace(CONFIG.prune, distill=True, distill_from="teacher"),
+                                 qat=dataclasses.replace(CONFIG.qat, distill=True, distill_from="teacher"))
+    # What the train stage would have cached.
+    distillation.teacher_views(train.teacher, True, data.x_train, config.data, 2, fitting.stage_seed(train.seed, "train"))
+    (cached,) = (tmp_path / "cache" / "teacher_views").glob("*.npz")
+    written = cached.stat().st_mtime_ns
+    branch = RunDir(tmp_path / "distilled")
+    branch.open(config, "test")
+    branch.adopt(run_dir, ["train"])
+    pruning.run(training.load(branch), data, config, branch)
+    quantization.run(pruning.load(branch), data, config, branch)
+    for stage in ("prune", "qat"):
+        history = fitting.read_history(branch.history(stage))
+        assert history and all(r["distill_loss"] > 0 for r in history), stage
+    assert list((tmp_path / "cache" / "teacher_views").glob("*.npz")) == [cached] and cached.stat().st_mtime_ns == written
+
+    with pytest.raises(ConfigError, match="prune.distill_from"):
+        PruneConfig(distill_from="float")
+    with pytest.raises(ConfigError, match="'teacher' needs train.teacher"):
+        RunConfig(qat=dataclasses.replace(CONFIG.qat, distill=True, distill_from="teacher"))
+
+
 def test_qat_stage_after_pruning_keeps_the_zeros(pruned, quantized):
     _, prune_metrics = pruned
     _, metrics = quantized

@@ -110,7 +110,7 @@ def test_a_student_distils_from_cached_views_and_the_config_says_when_it_cannot(
     _, summary = fitting.fit(lambda: build_densenet(config.model), data, config.data, fitting.Recipe.for_stage(config, "train"), paths)
     assert summary.epochs == 2 and all(r["distill_loss"] > 0 for r in fitting.read_history(paths.history))
     assert len(list((tmp_path / "cache" / "teacher_views").glob("*.npz"))) == 1
-    # Prune and QAT never read the train stage's views.
+    # Prune and QAT read them only when they distil from the train stage's teacher (distill_from).
     assert fitting.Recipe.for_stage(config, "prune").teacher_views == 0
 
     with pytest.raises(ConfigError, match="teacher_views needs train.teacher"):

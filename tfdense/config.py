@@ -226,6 +226,9 @@ class TrainConfig:
         _require(self.verbose in (0, 1, 2), f"{s}.verbose", "must be 0, 1 or 2", self.verbose)
 
 
+DISTILL_SOURCES = ("model", "teacher")
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """Magnitude pruning with TF-MOT (the `prune` stage).
@@ -252,9 +255,13 @@ class PruneConfig:
     # Fine-tune against this run's trained float model as teacher (train.distill_alpha and
     # temperature): what pruning removes is pulled back towards the model it came from.
     distill: bool = False
+    # What `distill` distils from: "model", the float model this stage starts from, or
+    # "teacher", the train stage's own teacher (train.teacher, its flip and cached views).
+    distill_from: str = "model"
 
     def __post_init__(self) -> None:
         s = self.section
+        _require(self.distill_from in DISTILL_SOURCES, f"{s}.distill_from", f"must be one of {', '.join(DISTILL_SOURCES)}", self.distill_from)
         _require(0 <= self.channel_fraction < 1, f"{s}.channel_fraction", "must be in [0, 1)", self.channel_fraction)
         _require(0 <= self.target_sparsity < 1, f"{s}.target_sparsity", "must be in [0, 1)", self.target_sparsity)
         _require(0 <= self.initial_sparsity <= self.target_sparsity, f"{s}.initial_sparsity", "must be in [0, target_sparsity]", self.initial_sparsity)
@@ -278,6 +285,7 @@ class QatConfig:
     learning_rate: float = 0.005
     calibration_images: int = 2000  # training images that seed the activation ranges before QAT
     distill: bool = False  # fine-tune against the float model QAT starts from, as teacher
+    distill_from: str = "model"  # or "teacher": as prune.distill_from
     # One activation range for each dense block's concatenations and the tensor that starts
     # the block, so the int8 graph appends in place instead of requantizing the whole running
     # tensor before each concatenation (tfdense.conversion.share_concat_ranges): on the shipped
@@ -291,6 +299,7 @@ class QatConfig:
 
     def __post_init__(self) -> None:
         s = self.section
+        _require(self.distill_from in DISTILL_SOURCES, f"{s}.distill_from", f"must be one of {', '.join(DISTILL_SOURCES)}", self.distill_from)
         _require(self.epochs >= 1, f"{s}.epochs", "must be >= 1", self.epochs)
         _require(self.calibration_images >= 1, f"{s}.calibration_images", "must be >= 1", self.calibration_images)
         _require(self.learning_rate > 0, f"{s}.learning_rate", "must be > 0", self.learning_rate)
@@ -340,6 +349,9 @@ class RunConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def __post_init__(self) -> None:
+        for stage in (self.prune, self.qat):
+            if stage.distill and stage.distill_from == "teacher":
+                _require(bool(self.train.teacher), f"{stage.section}.distill_from", "'teacher' needs train.teacher", stage.distill_from)
         views = self.train.teacher_views
         if views:
             _require(not self.data.cutout and not self.data.mixup_alpha, "train.teacher_views",

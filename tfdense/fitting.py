@@ -57,6 +57,7 @@ class Recipe:
     teacher: tuple[str, ...] = ()  # distil from these Keras model files, as one teacher (empty = off)
     teacher_flip: bool = False
     teacher_views: int = 0  # 0: the teacher predicts every batch; N: its cached predictions on N views
+    views_seed: int | None = None  # what draws those views; None: `seed`
     jit_compile: bool = False
     verbose: int = 1
 
@@ -404,7 +405,8 @@ def fit(
     steps = steps_per_epoch(len(data.x_train), recipe.batch_size)
     views = None
     if recipe.teacher and recipe.teacher_views:
-        views = teacher_views(recipe.teacher, recipe.teacher_flip, data.x_train, data_config, recipe.teacher_views, recipe.seed)
+        views = teacher_views(recipe.teacher, recipe.teacher_flip, data.x_train, data_config, recipe.teacher_views,
+                              recipe.seed if recipe.views_seed is None else recipe.views_seed)
     with distribution_strategy().scope():
         model = student = build()
         if recipe.teacher:

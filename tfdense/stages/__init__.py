@@ -14,7 +14,7 @@ import dataclasses
 import tfdense  # noqa: F401  (forces legacy Keras before TensorFlow loads)
 import tf_keras as keras
 
-from tfdense.fitting import FitPaths, Recipe
+from tfdense.fitting import FitPaths, Recipe, stage_seed
 from tfdense.rundir import RunDir
 
 
@@ -36,6 +36,15 @@ def load_keras_model(path, custom_scope=None) -> keras.Model:
         return keras.models.load_model(str(path), compile=False)
 
 
-def with_teacher(recipe: Recipe, run_dir: RunDir, stage: str, distill: bool) -> Recipe:
-    """`recipe` distilling from the saved model of `stage` in this run when `distill` is set."""
-    return dataclasses.replace(recipe, teacher=(str(run_dir.require(run_dir.model(stage), stage)),), teacher_flip=False) if distill else recipe
+def with_teacher(recipe: Recipe, run_dir: RunDir, stage: str, distill: bool, distill_from: str = "model") -> Recipe:
+    """`recipe` distilling, when `distill` is set, from the saved model of `stage` in this run
+    (`distill_from="model"`) or from the train stage's teacher, its flip and its cached views
+    (`"teacher"`)."""
+    if not distill:
+        return recipe
+    if distill_from == "teacher":
+        # The train stage's views, drawn with its seed: read from its cache, not predicted again.
+        train = recipe.train
+        return dataclasses.replace(recipe, teacher=train.teacher, teacher_flip=train.teacher_flip, teacher_views=train.teacher_views,
+                                   views_seed=stage_seed(train.seed, "train"))
+    return dataclasses.replace(recipe, teacher=(str(run_dir.require(run_dir.model(stage), stage)),), teacher_flip=False)

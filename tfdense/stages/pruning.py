@@ -29,7 +29,7 @@ NAME = "prune"
 def run(model: keras.Model, data: Cifar, config: RunConfig, run_dir: RunDir) -> tuple[keras.Model, PruneMetrics]:
     """Prunes and fine-tunes the trained float model; returns the stripped model and metrics."""
     prune = config.prune
-    recipe = with_teacher(fitting.Recipe.for_stage(config, NAME), run_dir, "train", prune.distill)
+    recipe = with_teacher(fitting.Recipe.for_stage(config, NAME), run_dir, "train", prune.distill, prune.distill_from)
     steps = fitting.steps_per_epoch(len(data.x_train), recipe.batch_size)
     paths = fit_paths(run_dir, NAME)
     weights_before, slimmed_accuracy = None, None

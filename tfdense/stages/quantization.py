@@ -35,7 +35,7 @@ def run(model: keras.Model, data: Cifar, config: RunConfig, run_dir: RunDir) -> 
     """
     qat = config.qat
     source = run_dir.float_source()
-    recipe = with_teacher(fitting.Recipe.for_stage(config, NAME), run_dir, source, qat.distill)
+    recipe = with_teacher(fitting.Recipe.for_stage(config, NAME), run_dir, source, qat.distill, qat.distill_from)
     preserve = source == "prune"
     sample = np.random.default_rng(recipe.seed).choice(len(data.x_train), size=min(qat.calibration_images, len(data.x_train)), replace=False)
     calibrated = []
