@@ -1,8 +1,9 @@
 """`python -m tfdense sizefit [--out FILE]`: measure the int8 file-size predictor against real conversions.
 
-Builds nine DenseNets of 1k-173k weights (the presets' and the search's shapes, one with depthwise layers), draws their
-weights from one seed (`conversion.trained_looking_weights`: BatchNorms with trained-looking
-statistics, which fold into distinct biases the converter cannot share), applies QAT with activation ranges calibrated on images (distinct ranges make
+Builds nine DenseNets of 1k-173k weights (the presets' and the search's shapes, one with
+depthwise layers), draws their weights from one seed (`conversion.trained_looking_weights`:
+BatchNorms with trained-looking statistics, which fold into distinct biases the converter
+cannot share), applies QAT with activation ranges calibrated on images (distinct ranges make
 each concatenation need a requantize op, as after real QAT), converts and strips each one as
 the export stage does, and fits `bytes - weights = a * channels + b * layers + c` by least
 squares. Prints each model's measured and predicted bytes, with the coefficients in
