@@ -10,6 +10,8 @@ squares. Prints each model's measured and predicted bytes, with the coefficients
 `tfdense.costs` and with the new fit; `--out` also writes them as JSON. About 6 minutes on 2 cores.
 `--per-tensor` converts them quantized per tensor (`qat.per_channel=false`) and refits only
 the bytes per channel, the per-layer and fixed bytes held at `tfdense.costs`' values.
+`--shared-ranges` ties each dense block's ranges as `qat.shared_concat_ranges` (the pipeline's
+default) does, so the files carry no requantize op: the predictor's error on shipped files.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ CANDIDATES = {
 }
 
 
-def measure(name: str, fields: dict, images: np.ndarray, seed: int = 1, per_channel: bool = True) -> dict:
+def measure(name: str, fields: dict, images: np.ndarray, seed: int = 1, per_channel: bool = True,
+            shared_ranges: bool = False) -> dict:
     """Stripped int8 bytes of one candidate, beside the features the predictor reads."""
     from tfdense.config import DenseNetConfig
     from tfdense.costs import int8_size_features, predicted_int8_bytes
@@ -42,7 +45,7 @@ def measure(name: str, fields: dict, images: np.ndarray, seed: int = 1, per_chan
     from tfdense.conversion import untrained_int8
 
     model = build_densenet(DenseNetConfig(name=name.replace("-", "_"), **fields))
-    content = untrained_int8(model, images, seed=seed, per_channel=per_channel)
+    content = untrained_int8(model, images, shared_ranges=shared_ranges, seed=seed, per_channel=per_channel)
     weights, channels, num_layers = int8_size_features(model)
     return {
         "name": name,
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfdense sizefit", description=__doc__.split("\n\n")[0].replace("`", ""))
     parser.add_argument("--out", help="also write the measurements and both fits as JSON here")
     parser.add_argument("--per-tensor", action="store_true", help="one weight scale per kernel (qat.per_channel=false)")
+    parser.add_argument("--shared-ranges", action="store_true", help="one activation range per dense block (qat.shared_concat_ranges=true)")
     args = parser.parse_args(argv)
 
     from tfdense.files import write_json
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i, (name, fields) in enumerate(CANDIDATES.items(), 1):
         print(f"[tfdense] converting {name} ({i}/{len(CANDIDATES)}) ...", file=sys.stderr, flush=True)
-        rows.append(measure(name, fields, images, per_channel=not args.per_tensor))
+        rows.append(measure(name, fields, images, per_channel=not args.per_tensor, shared_ranges=args.shared_ranges))
     coefficients = fit(rows, per_channel=not args.per_tensor)
     def refit(r: dict) -> float:
         return r["weights"] + float(np.dot(coefficients, [r["channels"], r["layers"], 1.0]))
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                            f"{100 * (r['predicted'] - r['bytes']) / r['bytes']:+.2f} %", f"{refit(r):,.0f}") for r in rows]))
     print(f"\nrefit: {coefficients[0]:.2f} bytes per channel, {coefficients[1]:.2f} per layer, {coefficients[2]:.0f} fixed")
     if args.out:
-        write_json(Path(args.out), {"per_tensor": args.per_tensor, "rows": rows,
+        write_json(Path(args.out), {"per_tensor": args.per_tensor, "shared_ranges": args.shared_ranges, "rows": rows,
                                     "refit": {"per_channel": coefficients[0], "per_layer": coefficients[1], "fixed": coefficients[2]}})
     return 0
 
