@@ -53,6 +53,7 @@ def test_set_overrides_coerce_to_field_types():
         ("model.growth_rate=0", "model.growth_rate must be >= 1"),
         ("prune.target_sparsity=1.0", "prune.target_sparsity must be in [0, 1)"),
         ("data.flip=maybe", "data.flip must be true or false"),
+        ("data.rotation=60", "data.rotation must be in [0, 45] degrees"),
         ("model.block_layers=4,0", "model.block_layers entries must be >= 1"),
         ("trainepochs=3", "--set expects section.field=value"),
         ("model.stem_init=pca", "model.stem_init must be 'he_normal' or 'whiten'"),

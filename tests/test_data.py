@@ -173,6 +173,32 @@ def test_flip_mirrors_about_half_the_images():
     assert all(f or np.array_equal(o, i) for f, o, i in zip(flipped, out, images.numpy()))
 
 
+def test_rotate_turns_each_image_by_its_own_angle_and_fills_the_corners_by_reflection():
+    images = RNG.integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    out = data.rotate(tf.constant(images), tf.constant([0.0, 90.0, -90.0])).numpy()
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[0], images[0], atol=1e-3)
+    np.testing.assert_allclose(out[1], np.rot90(images[1], 1), atol=1e-3)  # counter-clockwise
+    np.testing.assert_allclose(out[2], np.rot90(images[2], -1), atol=1e-3)
+    # A small turn moves the content, leaves no black corner behind, and keeps the centre pixel.
+    flat = np.full((1, 32, 32, 3), 200, np.uint8)
+    np.testing.assert_allclose(data.rotate(tf.constant(flat), tf.constant([15.0])).numpy(), 200, atol=1e-3)
+    turned = data.rotate(tf.constant(images[:1]), tf.constant([15.0])).numpy()[0]
+    assert np.abs(turned - images[0]).mean() > 20
+
+
+def test_random_rotate_draws_angles_within_the_limit():
+    # A single bright pixel off the centre moves along a circle: its angle is the image's angle.
+    image = np.zeros((32, 32, 1), np.float32)
+    image[15, 28] = 255.0
+    out = data.random_rotate(tf.constant(np.repeat(image[None], 200, axis=0)), 10.0).numpy()[..., 0]
+    ys, xs = np.indices((32, 32))
+    cy = (out * ys).sum(axis=(1, 2)) / out.sum(axis=(1, 2))
+    cx = (out * xs).sum(axis=(1, 2)) / out.sum(axis=(1, 2))
+    angles = np.degrees(np.arctan2(-(cy - 15.5), cx - 15.5)) - np.degrees(np.arctan2(0.5, 12.5))
+    assert np.abs(angles).max() < 10.5 and angles.max() > 7 and angles.min() < -7
+
+
 def test_cutout_erases_at_most_one_square():
     images = tf.constant(np.full((50, 32, 32, 3), 7, np.uint8))
     out = data.cutout(images, 8).numpy()
@@ -191,7 +217,7 @@ def test_mixup_keeps_labels_normalized():
 def test_train_dataset_yields_augmented_float_batches():
     x = RNG.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8)
     y = RNG.integers(0, 10, 100).astype(np.uint8)
-    config = DataConfig(cutout=8, mixup_alpha=0.2)
+    config = DataConfig(rotation=15, cutout=8, mixup_alpha=0.2)
     batches = list(data.train_dataset(x, y, 32, config))
     assert len(batches) == 3  # the remainder is dropped
     images, labels = batches[0]

@@ -97,6 +97,39 @@ def test_batches_of_views_carry_each_images_view_and_the_teachers_log_probabilit
     assert seen == 24
 
 
+def test_rotated_views_hold_the_teachers_predictions_on_exactly_the_batches_images(tmp_path, images, teacher):
+    import tensorflow as tf
+
+    x, y = images
+    model, path = teacher
+    rotated = dataclasses.replace(CONFIG.data, rotation=15)
+    views = distillation.teacher_views((path,), False, x, rotated, 3, seed=1, cache_dir=tmp_path)
+    plain = distillation.teacher_views((path,), False, x, CONFIG.data, 3, seed=1, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2, "rotated views are cached under a key of their own"
+    np.testing.assert_array_equal(views.dy, plain.dy)  # the same crops and flips, then turned
+    assert plain.angle is None and np.abs(views.angle).max() <= 15 and views.angle.std() > 3
+
+    def turned(i, k):
+        crop = view_of(x[i], 1, views.dy[i, k], views.dx[i, k], views.flip[i, k])
+        return data_lib.rotate(tf.constant(crop[None]), tf.constant([views.angle[i, k]])).numpy()[0]
+
+    expected = np.log(np.maximum(model.predict(np.stack([turned(i, 0) for i in range(24)]), verbose=0), 1e-7))
+    np.testing.assert_allclose(views.log_probs[:, 0], expected, atol=2e-2)
+    for xb, _, tb in data_lib.train_dataset(x, y, 8, rotated, seed=0, views=views).take(1):
+        for image, log_probs in zip(xb.numpy(), tb.numpy(), strict=True):
+            (i, k), = [(i, k) for i in range(len(x)) for k in range(3) if np.allclose(turned(i, k), image, atol=1e-3)]
+            np.testing.assert_array_equal(log_probs, views.log_probs[i, k].astype(np.float32))
+
+
+def test_views_cached_without_rotation_keep_the_key_they_had_before_rotation_existed(tmp_path):
+    teacher_file = tmp_path / "t.h5"
+    teacher_file.write_bytes(b"weights")
+    x = np.arange(2 * 32 * 32 * 3, dtype=np.uint8).reshape(2, 32, 32, 3)
+    key = distillation.views_key((str(teacher_file),), True, x, DataConfig(), 32, 0)
+    assert key == "ab30ff3936f31f4fa49293b8"
+    assert distillation.views_key((str(teacher_file),), True, x, DataConfig(rotation=10), 32, 0) != key
+
+
 def test_a_student_distils_from_cached_views_and_the_config_says_when_it_cannot(tmp_path, images, teacher, monkeypatch):
     x, y = images
     _, path = teacher

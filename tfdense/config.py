@@ -128,6 +128,10 @@ class DataConfig:
     train_subset: int = 0  # train on only this many images (stratified); 0 = all
     crop_padding: int = 4  # random translate by up to this many pixels (zero padding)
     flip: bool = True
+    # Rotation by a random angle in [-rotation, rotation] degrees per image (bilinear, edges
+    # reflected), after the crop and flip; 0 = off. With train.teacher_views each cached view
+    # has its own angle, so the teacher's prediction holds for exactly what the student sees.
+    rotation: float = 0.0
     cutout: int = 0  # side of the square erased per image; 0 = off
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixing; 0 = off
 
@@ -137,6 +141,7 @@ class DataConfig:
         _require(self.train_subset >= 0, f"{s}.train_subset", "must be >= 0 (0 = all)", self.train_subset)
         _require(self.train_subset <= 50000 - self.val_size, f"{s}.train_subset", f"must be <= {50000 - self.val_size}", self.train_subset)
         _require(0 <= self.crop_padding <= 16, f"{s}.crop_padding", "must be in [0, 16]", self.crop_padding)
+        _require(0 <= self.rotation <= 45, f"{s}.rotation", "must be in [0, 45] degrees", self.rotation)
         _require(0 <= self.cutout <= 32, f"{s}.cutout", "must be in [0, 32]", self.cutout)
         _require(self.mixup_alpha >= 0, f"{s}.mixup_alpha", "must be >= 0", self.mixup_alpha)
 
@@ -183,7 +188,7 @@ class TrainConfig:
     # 0: the teacher predicts every augmented batch the student sees (its forward pass paid every
     # step). N: it predicts N fixed augmented views of each training image once, cached under
     # ~/.cache/tfdense/teacher_views, and every batch shows one of them at random: the crop
-    # offsets (and mirroring) are drawn from those N, no cutout or mixup. In the loop the plain
+    # offsets (mirroring, rotation) are drawn from those N, no cutout or mixup. In the loop the plain
     # teacher with its mirror took a 21M-MAC student from 292 to 177 img/s; 16 views cost ~27 min
     # once (python -m tfdense bench --preset full --config tuning/searches/ninety-bayes/best_config.yaml
     # --set "train.teacher=[tuning/teachers/plain_teacher_fp16.h5]" --set train.teacher_flip=true).
@@ -355,7 +360,7 @@ class RunConfig:
         views = self.train.teacher_views
         if views:
             _require(not self.data.cutout and not self.data.mixup_alpha, "train.teacher_views",
-                     "needs data.cutout 0 and data.mixup_alpha 0 (a cached prediction holds for a crop and flip only)", views)
+                     "needs data.cutout 0 and data.mixup_alpha 0 (a cached prediction holds for a crop, flip and rotation only)", views)
             distinct = self.data.distinct_views(self.train.teacher_flip)
             _require(views <= distinct, "train.teacher_views", f"must be <= {distinct}, the distinct views data.crop_padding and data.flip make", views)
 

@@ -381,6 +381,32 @@ def random_flip(images):
     return mirror(images, tf.random.uniform([tf.shape(images)[0]]) < 0.5)
 
 
+def rotate(images, degrees):
+    """Each image rotated about its centre by its own angle (`degrees`, float32 per image,
+    counter-clockwise), bilinear, the corners filled by reflecting the image; float32 out."""
+    import tensorflow as tf
+
+    height, width = images.shape[1], images.shape[2]
+    theta = tf.cast(degrees, tf.float32) * (np.pi / 180)
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    # The output pixel (x, y) reads the input at the inverse rotation about the centre (as
+    # tf_keras' RandomRotation builds its transform).
+    x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2
+    y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2
+    zeros = tf.zeros_like(cos)
+    transforms = tf.stack([cos, -sin, x_offset, sin, cos, y_offset, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32), transforms=transforms, output_shape=[height, width],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+
+
+def random_rotate(images, max_degrees: float):
+    """Each image rotated by a uniform random angle in [-max_degrees, max_degrees]."""
+    import tensorflow as tf
+
+    return rotate(images, tf.random.uniform([tf.shape(images)[0]], -max_degrees, max_degrees))
+
+
 def cutout(images, size: int):
     """Erases (to zero) one `size` x `size` square per image at a random centre, clipped at edges."""
     import tensorflow as tf
@@ -416,7 +442,8 @@ class Views:
 
     View k of image i is the image translated to offset (`dy[i, k]`, `dx[i, k]`) of a
     `padding`-pixel crop and, where `flip` is given, mirrored as `flip[i, k]` says (None: the
-    predictions hold for both mirror images, so batches mirror at random). `log_probs[i, k]` is
+    predictions hold for both mirror images, so batches mirror at random), then, where `angle`
+    is given, rotated by `angle[i, k]` degrees. `log_probs[i, k]` is
     the teacher's log-softmax on that view (`distillation.teacher_views` computes them once).
     """
 
@@ -425,6 +452,7 @@ class Views:
     dx: np.ndarray
     flip: np.ndarray | None  # (images, views) bool, or None
     log_probs: np.ndarray  # (images, views, classes) float16
+    angle: np.ndarray | None = None  # (images, views) float32 degrees of rotation, or None
 
     @property
     def count(self) -> int:
@@ -454,6 +482,8 @@ def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, config, seed: i
             xb = random_translate(xb, config.crop_padding)
         if config.flip:
             xb = random_flip(xb)
+        if config.rotation:
+            xb = random_rotate(xb, config.rotation)
         if config.cutout:
             xb = cutout(xb, config.cutout)
         if config.mixup_alpha:
@@ -468,11 +498,14 @@ def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, config, seed: i
             xb = mirror(xb, tf.gather_nd(flips, at))
         elif config.flip:
             xb = random_flip(xb)
+        if views.angle is not None:
+            xb = rotate(xb, tf.gather_nd(angles, at))
         return tf.cast(xb, tf.float32), tf.gather(labels, idx), tf.cast(tf.gather_nd(log_probs, at), tf.float32)
 
     if views is not None:
         dy, dx, log_probs = tf.constant(views.dy), tf.constant(views.dx), tf.constant(views.log_probs)
         flips = None if views.flip is None else tf.constant(views.flip)
+        angles = None if views.angle is None else tf.constant(views.angle)
     ds = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=True)
     if repeat:

@@ -131,9 +131,22 @@ def draw_views(images: int, data_config, mirrored_alike: bool, count: int, seed:
     return (offset // side).astype(np.int32), (offset % side).astype(np.int32), flip
 
 
+def draw_angles(images: int, data_config, count: int, seed: int) -> np.ndarray | None:
+    """A rotation in degrees, uniform in +-`data_config.rotation`, for each view; None without rotation.
+
+    A stream of its own, so the crops and flips `draw_views` gives the same seed stay as they are."""
+    if not data_config.rotation:
+        return None
+    rng = np.random.default_rng([seed, 1])
+    return rng.uniform(-data_config.rotation, data_config.rotation, (images, count)).astype(np.float32)
+
+
 def views_key(teacher_files: tuple[str, ...], teacher_flip: bool, x: np.ndarray, data_config, count: int, seed: int) -> str:
     """What decides a cached file's content: the teacher's bytes, the images, the views drawn."""
-    h = hashlib.sha256(f"{VIEWS_FORMAT}|{teacher_flip}|{data_config.crop_padding}|{data_config.flip}|{count}|{seed}".encode())
+    drawn = f"{VIEWS_FORMAT}|{teacher_flip}|{data_config.crop_padding}|{data_config.flip}|{count}|{seed}"
+    if data_config.rotation:  # named only when on, so the files cached before rotation existed keep their keys
+        drawn += f"|rotation={data_config.rotation:g}"
+    h = hashlib.sha256(drawn.encode())
     for name in teacher_files:
         h.update(hashlib.sha256(Path(name).read_bytes()).digest())
     h.update(hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest())
@@ -159,11 +172,12 @@ def teacher_views(
     folder = Path(cache_dir) if cache_dir is not None else data_lib.default_cache_dir() / "teacher_views"
     path = folder / f"{views_key(teacher_files, teacher_flip, x, data_config, count, seed)}.npz"
     dy, dx, flip = draw_views(len(x), data_config, teacher_flip, count, seed)
+    angle = draw_angles(len(x), data_config, count, seed)
     if path.is_file():
         with np.load(path) as cached:
             log_probs = cached["log_probs"]
         if log_probs.shape[:2] == (len(x), count):
-            return data_lib.Views(data_config.crop_padding, dy, dx, flip, log_probs)
+            return data_lib.Views(data_config.crop_padding, dy, dx, flip, log_probs, angle)
     teacher = load_teacher(teacher_files, teacher_flip)
     predict = tf.function(lambda images: clipped_log(teacher(images, training=False)))
     log_probs = np.empty((len(x), count, data_lib.NUM_CLASSES), np.float16)
@@ -175,9 +189,11 @@ def teacher_views(
             images = data_lib.translate(tf.constant(x[rows]), data_config.crop_padding, tf.constant(dy[rows, k]), tf.constant(dx[rows, k]))
             if flip is not None:
                 images = data_lib.mirror(images, tf.constant(flip[rows, k]))
+            if angle is not None:
+                images = data_lib.rotate(images, tf.constant(angle[rows, k]))
             log_probs[rows, k] = predict(tf.cast(images, tf.float32)).numpy()
             bar.add(len(x[rows]))
     buffer = io.BytesIO()
     np.savez(buffer, log_probs=log_probs)
     write_atomic(path, buffer.getvalue())
-    return data_lib.Views(data_config.crop_padding, dy, dx, flip, log_probs)
+    return data_lib.Views(data_config.crop_padding, dy, dx, flip, log_probs, angle)
