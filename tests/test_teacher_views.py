@@ -121,6 +121,33 @@ def test_rotated_views_hold_the_teachers_predictions_on_exactly_the_batches_imag
             np.testing.assert_array_equal(log_probs, views.log_probs[i, k].astype(np.float32))
 
 
+def test_rotated_views_predicted_with_their_mirror_reach_the_batch_as_that_view_or_its_mirror(tmp_path, images, teacher):
+    import tensorflow as tf
+
+    x, y = images
+    _, path = teacher
+    rotated = dataclasses.replace(CONFIG.data, rotation=15)
+    views = distillation.teacher_views((path,), True, x, rotated, 3, seed=1, cache_dir=tmp_path)
+    assert views.flip is None and views.angle is not None
+
+    def turned(i, k):
+        crop = view_of(x[i], 1, views.dy[i, k], views.dx[i, k], False)
+        return data_lib.rotate(tf.constant(crop[None]), tf.constant([views.angle[i, k]])).numpy()[0]
+
+    mirrored = 0
+    for xb, _, tb in data_lib.train_dataset(x, y, 8, rotated, seed=0, views=views):
+        for image, log_probs in zip(xb.numpy(), tb.numpy(), strict=True):
+            # The teacher averaged view k and its mirror image; a mirror taken before the turn
+            # would be neither (the mirror of a turn by -angle).
+            matches = [(i, k, m) for i in range(len(x)) for k in range(3) for m in (False, True)
+                       if np.allclose(turned(i, k)[:, ::-1] if m else turned(i, k), image, atol=1e-3)]
+            assert len(matches) == 1
+            (i, k, m), = matches
+            mirrored += m
+            np.testing.assert_array_equal(log_probs, views.log_probs[i, k].astype(np.float32))
+    assert 0 < mirrored < 24
+
+
 def test_views_cached_without_rotation_keep_the_key_they_had_before_rotation_existed(tmp_path):
     teacher_file = tmp_path / "t.h5"
     teacher_file.write_bytes(b"weights")

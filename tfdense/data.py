@@ -407,6 +407,18 @@ def random_rotate(images, max_degrees: float):
     return rotate(images, tf.random.uniform([tf.shape(images)[0]], -max_degrees, max_degrees))
 
 
+def view(images, padding: int, dy, dx, flip=None, angle=None):
+    """Each image as its view: translated to (`dy`, `dx`) of a `padding`-pixel crop, mirrored
+    where `flip` is set (if given), rotated by `angle` degrees (if given). One function builds
+    what the teacher predicts once (`distillation.teacher_views`) and what the student sees."""
+    images = translate(images, padding, dy, dx)
+    if flip is not None:
+        images = mirror(images, flip)
+    if angle is not None:
+        images = rotate(images, angle)
+    return images
+
+
 def cutout(images, size: int):
     """Erases (to zero) one `size` x `size` square per image at a random centre, clipped at edges."""
     import tensorflow as tf
@@ -493,13 +505,12 @@ def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, config, seed: i
     def one_of_the_views(idx):
         k = tf.random.uniform(tf.shape(idx), 0, views.count, dtype=tf.int32)
         at = tf.stack([tf.cast(idx, tf.int32), k], axis=1)
-        xb = translate(tf.gather(images, idx), views.padding, tf.gather_nd(dy, at), tf.gather_nd(dx, at))
-        if views.flip is not None:
-            xb = mirror(xb, tf.gather_nd(flips, at))
-        elif config.flip:
+        xb = view(tf.gather(images, idx), views.padding, tf.gather_nd(dy, at), tf.gather_nd(dx, at),
+                  None if flips is None else tf.gather_nd(flips, at), None if angles is None else tf.gather_nd(angles, at))
+        if views.flip is None and config.flip:
+            # The prediction holds for the view and its mirror image, so mirror the finished
+            # view: mirroring before a rotation by a would make the mirror of a rotation by -a.
             xb = random_flip(xb)
-        if views.angle is not None:
-            xb = rotate(xb, tf.gather_nd(angles, at))
         return tf.cast(xb, tf.float32), tf.gather(labels, idx), tf.cast(tf.gather_nd(log_probs, at), tf.float32)
 
     if views is not None:

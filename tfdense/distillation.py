@@ -186,11 +186,8 @@ def teacher_views(
     for k in range(count):
         for start in range(0, len(x), batch_size):
             rows = slice(start, start + batch_size)
-            images = data_lib.translate(tf.constant(x[rows]), data_config.crop_padding, tf.constant(dy[rows, k]), tf.constant(dx[rows, k]))
-            if flip is not None:
-                images = data_lib.mirror(images, tf.constant(flip[rows, k]))
-            if angle is not None:
-                images = data_lib.rotate(images, tf.constant(angle[rows, k]))
+            images = data_lib.view(tf.constant(x[rows]), data_config.crop_padding, tf.constant(dy[rows, k]), tf.constant(dx[rows, k]),
+                                   None if flip is None else tf.constant(flip[rows, k]), None if angle is None else tf.constant(angle[rows, k]))
             log_probs[rows, k] = predict(tf.cast(images, tf.float32)).numpy()
             bar.add(len(x[rows]))
     buffer = io.BytesIO()
