@@ -10,16 +10,25 @@ few tenths of a point, so the means say more than the last row. Reads each run's
 `<stage>/history.csv` (train by default), or a history.csv given as a file (a finished run's
 curve kept after its run directory left git, e.g. `tuning/curves/rung1-v3.csv`), and loads no
 TensorFlow, so it runs beside a training.
+
+Runs of different lengths meet at equal epochs at different learning rates: a 250-epoch cosine
+trails a 150-epoch one at every shared epoch until late. `--progress` compares them at equal
+fractions of their schedules instead (epoch 100 of 250 beside epoch 60 of 150), reading each
+other run between its two nearest epochs; a run directory's schedule length is its config's
+`epochs` for the stage, a kept history file's is the epochs it recorded.
+
+    python -m tfdense compare tuning/curves/ninety-per-tensor-long.csv tuning/runs/ninety-per-tensor-250 --progress
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfdense.files import validation_curve
+from tfdense.files import read_json, validation_curve
 from tfdense.rundir import RunDir
 from tfdense.tables import markdown_table
 
@@ -49,6 +58,32 @@ def compare_curves(reference: list[tuple[int, float]], other: list[tuple[int, fl
     return CurveComparison(run=run, epochs=len(shared), last_epoch=shared[-1], ahead=sum(d > 0 for d in diffs.values()),
                            mean_difference=sum(diffs.values()) / len(shared), mean_difference_since=sum(late) / len(late) if late else None,
                            best=max(oth[e] for e in shared), reference_best=max(ref[e] for e in shared))
+
+
+def at_equal_progress(curve: list[tuple[int, float]], length: int, reference_epochs: list[int], reference_length: int) -> list[tuple[int, float]]:
+    """`curve`, of a `length`-epoch schedule, read at each reference epoch's fraction of a
+    `reference_length`-epoch schedule: linear between the two nearest recorded epochs, and only
+    inside the epochs it recorded. Keyed by reference epoch, so it compares like any curve."""
+    points = dict(curve)
+    epochs = sorted(points)
+    read = []
+    for reference_epoch in reference_epochs:
+        x = reference_epoch * length / reference_length
+        if not epochs[0] <= x <= epochs[-1]:
+            continue
+        hi = epochs[bisect.bisect_left(epochs, x)]
+        lo = epochs[bisect.bisect_right(epochs, x) - 1]
+        accuracy = points[lo] if hi == lo else points[lo] + (points[hi] - points[lo]) * (x - lo) / (hi - lo)
+        read.append((reference_epoch, accuracy))
+    return read
+
+
+def schedule_length(run: str, history: Path, stage: str) -> int:
+    """A run directory's scheduled epochs for `stage`; a kept history file's recorded epochs
+    (such a file is a finished run's whole curve)."""
+    if history == Path(run):
+        return max(epoch for epoch, _ in validation_curve(history))
+    return int(read_json(RunDir(run).config_file)["config"][stage]["epochs"])
 
 
 def comparison_table(comparisons: list[CurveComparison], since: int) -> str:
@@ -87,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default="train", choices=("train", "prune", "qat"), help="whose history to compare (default: train)")
     parser.add_argument("--since", type=int, default=1, metavar="EPOCH", help="also average from this epoch on, and list each epoch from it")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="also draw every run's curve")
+    parser.add_argument("--progress", action="store_true",
+                        help="compare at equal fractions of each run's schedule, not at equal epochs (epochs are the reference's)")
     args = parser.parse_args(argv)
     if len(args.runs) < 2:
         parser.error("give a reference run and at least one run to compare with it")
@@ -102,12 +139,23 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         curves[label] = curve
     reference = curves[labels[0]]
+    lengths = ""
+    if args.progress:
+        try:
+            length = {label: schedule_length(run, history, args.stage) for run, label, history in zip(args.runs, labels, histories)}
+        except (OSError, ValueError, KeyError) as e:
+            print(f"error: --progress needs each run directory's config.json with {args.stage}.epochs ({e})", file=sys.stderr)
+            return 2
+        reference_epochs = [epoch for epoch, _ in reference]
+        curves = {label: curve if label == labels[0] else at_equal_progress(curve, length[label], reference_epochs, length[labels[0]])
+                  for label, curve in curves.items()}
+        lengths = "; at equal fractions of schedules of " + ", ".join(f"{label} {n}" for label, n in length.items()) + " epochs, in the reference's epochs"
     comparisons = [compare_curves(reference, curve, label, args.since) for label, curve in list(curves.items())[1:]]
     unmatched = [run for run, c in zip(args.runs[1:], comparisons) if c is None]
     if unmatched:
         print(f"error: no epoch in common with {args.runs[0]}: {', '.join(unmatched)}", file=sys.stderr)
         return 2
-    print(f"reference: {args.runs[0]} ({args.stage}, {len(reference)} epochs); differences in accuracy points\n")
+    print(f"reference: {args.runs[0]} ({args.stage}, {len(reference)} epochs){lengths}; differences in accuracy points\n")
     print(comparison_table(comparisons, args.since))
     if args.since > 1:
         print()
@@ -115,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         from tfdense.plots import validation_curves
 
-        validation_curves(curves, f"validation accuracy per epoch ({args.stage})", args.plot)
+        title = f"validation accuracy per {'reference ' if args.progress else ''}epoch ({args.stage})"
+        validation_curves(curves, title, args.plot)
         print(f"\nplot: {args.plot}")
     return 0
 
