@@ -78,11 +78,11 @@ def at_equal_progress(curve: list[tuple[int, float]], length: int, reference_epo
     return read
 
 
-def schedule_length(run: str, history: Path, stage: str) -> int:
-    """A run directory's scheduled epochs for `stage`; a kept history file's recorded epochs
-    (such a file is a finished run's whole curve)."""
+def schedule_length(run: str, history: Path, stage: str, curve: list[tuple[int, float]]) -> int:
+    """A run directory's scheduled epochs for `stage`; for a kept history file, the last epoch of
+    its `curve` (such a file is a finished run's whole curve)."""
     if history == Path(run):
-        return max(epoch for epoch, _ in validation_curve(history))
+        return max(epoch for epoch, _ in curve)
     return int(read_json(RunDir(run).config_file)["config"][stage]["epochs"])
 
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     lengths = ""
     if args.progress:
         try:
-            length = {label: schedule_length(run, history, args.stage) for run, label, history in zip(args.runs, labels, histories)}
+            length = {label: schedule_length(run, history, args.stage, curves[label]) for run, label, history in zip(args.runs, labels, histories)}
         except (OSError, ValueError, KeyError) as e:
             print(f"error: --progress needs each run directory's config.json with {args.stage}.epochs ({e})", file=sys.stderr)
             return 2
