@@ -17,7 +17,7 @@ fractions of their schedules instead (epoch 100 of 250 beside epoch 60 of 150), 
 other run between its two nearest epochs; a run directory's schedule length is its config's
 `epochs` for the stage, a kept history file's is the epochs it recorded.
 
-    python -m tfdense compare tuning/curves/ninety-per-tensor-long.csv tuning/runs/ninety-per-tensor-250 --progress
+    python -m tfdense compare tuning/curves/ninety-per-tensor-long.csv tuning/curves/ninety-per-tensor-250.csv --progress
 """
 
 from __future__ import annotations
