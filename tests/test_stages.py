@@ -278,6 +278,20 @@ def test_ship_publishes_the_run_with_figures_measured_on_the_test_set(tmp_path, 
     assert figures["search"] == registry["tiny_uint8.tflite"]["search"] == f"{search.as_posix()} (trial 7)"
 
 
+def test_ship_names_the_stages_a_run_skipped_in_its_reproduce_command(tmp_path):
+    from tfdense.cli.ship import reproduce_command
+    from tfdense.rundir import STAGES, RunDir
+
+    run = RunDir(tmp_path / "run")
+    for stage in STAGES:
+        run.stage(stage).mkdir(parents=True)
+        if stage != "prune":
+            run.write_stage_metrics(stage, {})
+    assert reproduce_command(run, "m_int8") == "python -m tfdense.train --config exports/m_int8.yaml --stages train,qat,export,evaluate"
+    run.write_stage_metrics("prune", {})
+    assert reproduce_command(run, "m_int8") == "python -m tfdense.train --config exports/m_int8.yaml"
+
+
 def write_best_config(folder, model, trial_id):
     import yaml
 

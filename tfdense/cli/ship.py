@@ -39,7 +39,7 @@ import yaml
 
 from tfdense.config import ConfigError, DataConfig, RunConfig, apply_dict, from_dict, load_config_file
 from tfdense.files import read_json, write_atomic, write_json
-from tfdense.rundir import RunDir
+from tfdense.rundir import STAGES, RunDir
 
 EXPORTS = Path(__file__).resolve().parents[2] / "exports"
 FLOAT_SOURCE_LIMIT = 2 * 1024 * 1024
@@ -161,6 +161,17 @@ def configs_reading(float_file: Path, configs: list[Path]) -> list[Path]:
     return named
 
 
+def reproduce_command(run_dir: RunDir, name: str) -> str:
+    """The command that trains the shipped file again from `exports/NAME.yaml`.
+
+    A run that skipped a stage (QAT straight from the train stage) needs the same `--stages`:
+    from the config alone the pipeline would run the prune stage, as a fine-tune at 0 %.
+    """
+    ran = [stage for stage in STAGES if run_dir.is_complete(stage)]
+    stages = f" --stages {','.join(ran)}" if len(ran) < len(STAGES) else ""
+    return f"python -m tfdense.train --config exports/{name}.yaml{stages}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfdense ship", description=__doc__.split("\n\n")[0].replace("`", ""))
     parser.add_argument("run", nargs="?", help="a run directory whose export stage completed")
@@ -240,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     # YAML's safe dumper writes lists, not tuples.
     recipe = {section: {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()} for section, fields in config.to_dict().items()}
     provenance = f"# Architecture chosen by the keras-tuner search {searched}\n" if searched else ""
-    write_atomic(out / f"{args.name}.yaml", f"# Reproduces {names['int8']}: python -m tfdense.train --config exports/{args.name}.yaml\n"
+    write_atomic(out / f"{args.name}.yaml", f"# Reproduces {names['int8']}: {reproduce_command(run_dir, args.name)}\n"
                  + provenance + yaml.safe_dump(recipe, sort_keys=False))
 
     x_test, y_test = load_test(config.data)
