@@ -284,7 +284,6 @@ def test_ship_names_the_stages_a_run_skipped_in_its_reproduce_command(tmp_path):
 
     run = RunDir(tmp_path / "run")
     for stage in STAGES:
-        run.stage(stage).mkdir(parents=True)
         if stage != "prune":
             run.write_stage_metrics(stage, {})
     assert reproduce_command(run, "m_int8") == "python -m tfdense.train --config exports/m_int8.yaml --stages train,qat,export,evaluate"
